@@ -1,0 +1,83 @@
+"""The `Domain` interface every trainer and the evaluation consume, and its registry.
+
+A domain bundles the *simulator side* (label prior + renderer: labels → images with masks) and the
+*real side* (images without labels for training; a labeled test split for evaluation only, where the
+domain has ground truth). Trainers never see `real_test` labels — that is what keeps "gap closed"
+honest.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from models.layouts import LabelLayout
+
+
+@dataclass
+class RealSplit:
+    """Real images, float in [0, 1], [N, C, H, W]; `labels` standardized [N, dim] or None if unknown."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+
+
+class Domain(ABC):
+    """Simulator side + real side at one image size. Subclasses register with `@register_domain`."""
+
+    name: str
+    layout: LabelLayout
+    channels: int
+
+    def __init__(self, image_size: int = 32, seed: int = 0, device: torch.device | str = "cpu"):
+        self.image_size = image_size
+        self.seed = seed
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def sample_labels(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """[n, layout.dim] standardized labels from the simulator-side prior."""
+
+    @abstractmethod
+    def simulate(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """labels [B, dim] → (images [B, C, S, S] in [0, 1], masks [B, 1, S, S] in {0, 1}); deterministic."""
+
+    @abstractmethod
+    def real_train(self) -> RealSplit:
+        """Unlabeled real images for training (labels always None here)."""
+
+    def real_test(self) -> RealSplit | None:
+        """Held-out real images with ground-truth labels, for evaluation only; None when unknown."""
+        return None
+
+
+_DOMAINS: dict[str, Callable[..., Domain]] = {}
+
+
+def register_domain(name: str) -> Callable[[type[Domain]], type[Domain]]:
+    def wrap(cls: type[Domain]) -> type[Domain]:
+        if name in _DOMAINS:
+            raise ValueError(f"domain '{name}' registered twice")
+        _DOMAINS[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def get_domain(name: str, **kwargs: object) -> Domain:
+    """Build a registered domain; unknown names list the known ones."""
+    import models.domains.catalog  # noqa: F401  (registers the built-in domains)
+
+    if name not in _DOMAINS:
+        raise ValueError(f"unknown domain '{name}'; known: {', '.join(sorted(_DOMAINS))}")
+    return _DOMAINS[name](**kwargs)
+
+
+def list_domains() -> list[str]:
+    import models.domains.catalog  # noqa: F401
+
+    return sorted(_DOMAINS)
