@@ -15,6 +15,14 @@ app = typer.Typer(
 )
 
 # --- subcommand registrations (one line each) ---
+app.command("serve")(__import__("service.commands.serve", fromlist=["serve_command"]).serve_command)
+app.command("render")(__import__("service.commands.render", fromlist=["render_command"]).render_command)
+app.command("eval")(__import__("service.commands.eval", fromlist=["eval_command"]).eval_command)
+app.command("worker")(__import__("service.commands.worker", fromlist=["worker"]).worker)
+app.add_typer(__import__("service.commands.train", fromlist=["train_app"]).train_app, name="train")
+app.command("export")(__import__("service.commands.export", fromlist=["export_command"]).export_command)
+app.command("generate")(__import__("service.commands.generate", fromlist=["generate_command"]).generate_command)
+app.command("predict")(__import__("service.commands.predict", fromlist=["predict_command"]).predict_command)
 
 
 if __name__ == "__main__":

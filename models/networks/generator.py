@@ -1,0 +1,32 @@
+"""Generator G(z, l) (thesis §3.3.3, Fig. 3.9).
+
+(z, l) are concatenated and stacked to a [Nz + D, 4, 4] tensor (every position sees all of z and l),
+then residual blocks with LReLU 0.2 and PixelNorm, nearest ×2 upsampling after all but the last,
+channels decreasing linearly 4c → c, and a final 3×3 conv to the image channels.
+
+Output range: like the thesis, there is no output activation. G is pulled into [0, 1] by the
+discriminator (whose real inputs are in [0, 1]) and by the content loss against S(l) ∈ [0, 1];
+anything that turns G's output into pixels (grids, exports, shards) clamps to [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.networks.config import NetConfig
+from models.networks.layers import UpDecoder, assert_shape
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.decoder = UpDecoder(cfg.nz + cfg.label_dim, cfg.widths(), cfg.channels)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # -> [B, C, S, S]
+        cfg = self.cfg
+        assert_shape(z, (None, cfg.nz), "Generator z")
+        assert_shape(labels, (z.shape[0], cfg.label_dim), "Generator labels")
+        x = torch.cat([z, labels], dim=1)[:, :, None, None].expand(-1, -1, 4, 4)  # [B, Nz+D, 4, 4]
+        return self.decoder(x)

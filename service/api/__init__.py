@@ -1,0 +1,1 @@
+"""The labelforge HTTP API (FastAPI): `create_app` in `service.api.main`."""

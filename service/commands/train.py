@@ -1,0 +1,194 @@
+"""`labelforge train simulator|renderbegan`: train into a run directory (see `models.trainers.run`).
+
+Option precedence: built-in defaults (thesis Fig. 4.1) < `--config cfg.yaml` < command-line flags.
+With `--resume` the run's own `training_options.json` is the config (only `--iterations` may extend
+it). Without `--resume`, an existing non-empty `--out` is never overwritten: the run goes to the
+next free numbered directory (`NAME-1`, `NAME-2`, …), which is printed.
+Exit codes: 0 done or interrupted (checkpoint saved), 2 bad option, 3 collapse detected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+train_app = typer.Typer(help="Train a neural simulator or a RenderBEGAN model into runs/NAME.", no_args_is_help=True)
+
+DOMAIN_HELP = "Registered domain: faces-m (default), digits or faces."
+DEVICE_HELP = "cpu, cuda, cuda:N or auto."
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def _read_yaml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    if not path.is_file():
+        raise _fail(f"--config: no such file {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise _fail(f"--config: {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise _fail(f"--config: {path} must hold a mapping of option: value")
+    return data
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err_console)],
+                        force=True)
+
+
+def _run_with_progress(fn: Any, label: str, **kwargs: Any) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[scalars]}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(label, total=None, scalars="")
+
+        def progress(done: int, total: int, scalars: dict[str, float] | None) -> None:
+            text = None
+            if scalars:
+                keys = ("L_D", "L_G", "L_P", "k_t", "M_global")
+                text = "  ".join(f"{k}={scalars[k]:.4f}" for k in keys if k in scalars)
+            bar.update(task, completed=done, total=total, **({"scalars": text} if text else {}))
+
+        return fn(progress=progress, **kwargs)
+
+
+def _finish(result: dict[str, Any]) -> None:
+    if result["status"] == "interrupted":
+        console.print(f"interrupted at iteration {result['iteration']}; checkpoint saved in {result['run_dir']}. "
+                      "Continue with --resume.")
+    else:
+        console.print(f"done: {result['run_dir']} (iteration {result['iteration']})")
+    shown = {k: v for k, v in result.items() if k not in ("status", "run_dir")}
+    console.print_json(json.dumps(shown, default=str))
+
+
+def simulator_command(
+    domain: Annotated[str | None, typer.Option("--domain", help=DOMAIN_HELP)] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run directory (runs/NAME).")] = Path("runs/simulator"),
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of SimulatorConfig options.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Labels per step.")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Pixels, power of two 8..128.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Fit the neural simulator S to a domain's renderer; report PSNR/SSIM and a contact sheet."""
+    from models.trainers.common import config_from_dict
+    from models.trainers.run import prepare_run_dir, read_options
+    from models.trainers.simulator import SimulatorConfig
+
+    flags = {"domain": domain, "steps": steps, "batch_size": batch_size, "image_size": image_size, "seed": seed}
+    try:
+        if resume:
+            options = read_options(out)
+            data = {k: v for k, v in options.items() if k not in ("trainer", "layout", "net")}
+            data.update({k: v for k, v in {"steps": steps}.items() if v is not None})
+        else:
+            data = _read_yaml(config)
+            data.update({k: v for k, v in flags.items() if v is not None})
+        cfg = config_from_dict(SimulatorConfig, data)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        raise _fail(str(err)) from None
+    if dry_run:
+        console.print_json(json.dumps(asdict(cfg)))
+        return
+    _setup_logging()
+    try:
+        run_dir = prepare_run_dir(out, resume)
+        from models.trainers import get_trainer
+
+        result = _run_with_progress(get_trainer("simulator"), "simulator", cfg=cfg, run_dir=run_dir, device=device,
+                                    resume=resume)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    _finish(result)
+
+
+def renderbegan_command(
+    domain: Annotated[str | None, typer.Option("--domain", help=DOMAIN_HELP)] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run directory (runs/NAME).")] = Path("runs/renderbegan"),
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of RenderBEGANConfig options.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly.")] = False,
+    iterations: Annotated[int | None, typer.Option("--iterations", help="I_max (default 50,000).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+    simulator: Annotated[Path | None, typer.Option("--simulator", help="Run dir of a trained simulator.")] = None,
+    content: Annotated[str | None, typer.Option("--content", help="label-aware | vgg16 | none.")] = None,
+    vgg_weights: Annotated[Path | None, typer.Option("--vgg-weights", help="Local VGG16 state-dict file.")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Pixels, power of two 8..128.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="B (default 24).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    amp: Annotated[str | None, typer.Option("--amp", help="none (fp32 reference) or bf16.")] = None,
+    cuda_graph: Annotated[bool | None, typer.Option(
+        "--cuda-graph/--eager", help="Replay each iteration as one CUDA graph (CUDA only; eager is the reference).")] = None,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Train RenderBEGAN (G, D, P against a frozen simulator S) with checkpoints and exact resume."""
+    from models.trainers.common import TrainingCollapsed, config_from_dict
+    from models.trainers.renderbegan import RenderBEGANConfig
+    from models.trainers.run import prepare_run_dir, read_options
+
+    flags: dict[str, Any] = {
+        "domain": domain, "iterations": iterations, "simulator_run": str(simulator) if simulator else None, "content": content,
+        "vgg_weights": str(vgg_weights) if vgg_weights else None, "image_size": image_size,
+        "batch_size": batch_size, "seed": seed, "amp": amp, "cuda_graph": cuda_graph,
+    }
+    try:
+        if resume:
+            options = read_options(out)
+            data = {k: v for k, v in options.items() if k not in ("trainer", "layout", "simulator_net")}
+            if iterations is not None:
+                data["iterations"] = iterations
+        else:
+            data = _read_yaml(config)
+            data.update({k: v for k, v in flags.items() if v is not None})
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        cfg = config_from_dict(RenderBEGANConfig, data)
+        cfg.validate()
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        raise _fail(str(err)) from None
+    if dry_run:
+        console.print_json(json.dumps(asdict(cfg)))
+        return
+    _setup_logging()
+    try:
+        run_dir = prepare_run_dir(out, resume)
+        if run_dir != out:
+            console.print(f"{out} exists: this run goes to {run_dir}")
+        from models.trainers import get_trainer
+
+        result = _run_with_progress(get_trainer("renderbegan"), "renderbegan", cfg=cfg, run_dir=run_dir,
+                                    device=device, resume=resume)
+    except TrainingCollapsed as err:
+        err_console.print(f"[red]training stopped:[/red] {err}. The last checkpoint is kept; try a lower lr, "
+                          "another seed or a different gamma.")
+        raise typer.Exit(code=3) from None
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    _finish(result)
+
+
+train_app.command("simulator")(simulator_command)
+train_app.command("renderbegan")(renderbegan_command)

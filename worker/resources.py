@@ -1,0 +1,79 @@
+"""Per-process resources a worker (or the API) reuses: storage client, loaded bundles.
+
+A bundle is loaded once per process (hashing its files and building an ONNX session costs far more
+than one shard of a small job), on CUDA when the machine has one. Bundle names are checked before
+they touch the file system, so a spec cannot point outside `bundles_dir`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from worker.settings import Settings
+from worker.storage import LocalStorage, S3Storage, Storage
+
+BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+_lock = threading.Lock()
+_bundles: dict[tuple[str, str, str], Any] = {}
+_storages: dict[tuple[object, ...], Storage] = {}
+
+
+class UnknownBundleError(ValueError):
+    """The named bundle does not exist (field `bundle`)."""
+
+    field = "bundle"
+
+
+def resolve_device(setting: str) -> str:
+    """'auto' → 'cuda' when torch sees a GPU, else 'cpu'; anything else as given."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bundle_path(settings: Settings, name: str) -> Path:
+    """The folder of bundle `name`; raises `UnknownBundleError` if the name is unsafe or absent."""
+    if not BUNDLE_NAME.match(name) or ".." in name:
+        raise UnknownBundleError(f"bundle: {name!r} is not a valid bundle name")
+    path = settings.bundles_dir / name
+    if not (path / "manifest.json").is_file():
+        raise UnknownBundleError(f"bundle: no bundle named {name!r} in {settings.bundles_dir}")
+    return path
+
+
+def get_bundle(settings: Settings, name: str) -> Any:
+    """The loaded `models.runtime.Bundle` for `name`, loaded once per process and device."""
+    from models.runtime import Bundle
+
+    path = bundle_path(settings, name)
+    device = resolve_device(settings.device)
+    key = (str(path.resolve()), settings.bundle_engine, device)
+    with _lock:
+        if key not in _bundles:
+            _bundles[key] = Bundle.load(path, engine=settings.bundle_engine, device=device)
+        return _bundles[key]
+
+
+def get_storage(settings: Settings) -> Storage:
+    """Local storage under data_dir/storage, or the S3 bucket when `s3_endpoint` is set."""
+    key: tuple[object, ...] = (settings.s3_endpoint, settings.s3_bucket, str(settings.storage_root))
+    with _lock:
+        if key not in _storages:
+            if settings.s3_endpoint:
+                _storages[key] = S3Storage(
+                    settings.s3_bucket,
+                    endpoint=settings.s3_endpoint,
+                    access_key=settings.s3_access_key or None,
+                    secret_key=settings.s3_secret_key.get_secret_value() or None,
+                    secure=settings.s3_secure,
+                    region=settings.s3_region,
+                )
+            else:
+                _storages[key] = LocalStorage(settings.storage_root)
+        return _storages[key]
