@@ -75,7 +75,8 @@ class PredictorExport(nn.Module):
         return self.predictor(self.discriminator.encode(images))
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Streaming sha256 of a file: the manifest's integrity record, re-checked by `Bundle.load`."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -134,7 +135,7 @@ def export_bundle(
         _export_one(GeneratorExport(g).eval(), (z, labels), ["z", "labels"], "images", tmp, "generator")
         _export_one(s, (labels,), ["labels"], "images", tmp, "simulator")
         _export_one(PredictorExport(d, p).eval(), (images,), ["images"], "z_labels", tmp, "predictor")
-        files = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+        files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         manifest = {
             "format_version": BUNDLE_FORMAT_VERSION,
             "name": name,

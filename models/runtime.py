@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.export import BUNDLE_FORMAT_VERSION, ENGINE_SUFFIX, MANIFEST, NETWORKS
+from models.export import BUNDLE_FORMAT_VERSION, ENGINE_SUFFIX, MANIFEST, NETWORKS, sha256_file
 from models.layouts import LabelLayout, LayoutError, get_layout
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,6 @@ log = logging.getLogger(__name__)
 
 class BundleError(ValueError):
     """A bundle that cannot be trusted or used: missing, tampered, mismatched. The message says which file."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _TorchScriptNet:
@@ -122,7 +114,7 @@ class Bundle:
             fpath = path / fname
             if Path(fname).name != fname or not fpath.is_file():
                 raise BundleError(f"{fpath}: listed in the manifest but missing")
-            if _sha256(fpath) != expected:
+            if sha256_file(fpath) != expected:
                 raise BundleError(f"{fpath}: sha256 does not match the manifest (tampered or corrupted)")
         layout = _check_layout(manifest, manifest_path)
         dev = torch.device(device if engine == "torchscript" else "cpu")
