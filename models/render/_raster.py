@@ -5,11 +5,17 @@ for the image size that neighbouring samples land less than a pixel apart, so th
 no holes. A per-pixel `scatter_reduce(amin)` over packed int64 keys (quantized depth << 32 | sample id)
 is a z-buffer: the nearest sample wins, ties broken by id, so results are deterministic on any device.
 Only the winners are then shaded, so the cost of dense sampling is one gather of positions.
+
+The per-point gathers (edge vectors, normal accumulation, barycentric fill points) are fixed linear
+maps of the vertex array, so they are precomputed as sparse CSR matrices: one sparse × dense product
+streams the [V, 3·B] array once instead of three gathers, products and sums with their temporaries
+(about 6× faster on a 2-core CPU at 256 faces × 3.4k vertices).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +36,15 @@ class SamplePattern:
     n_vertices: int
     vertex_ids: torch.Tensor  # [E, 3] int64
     weights: torch.Tensor  # [E, 3] float32 barycentric weights
+    interpolate: torch.Tensor = field(init=False)  # [E, V] sparse CSR: extra points from vertex rows
+
+    def __post_init__(self) -> None:
+        rows = torch.arange(len(self.vertex_ids), device=self.vertex_ids.device).repeat_interleave(3)
+        self.interpolate = _csr(rows, self.vertex_ids.reshape(-1), self.weights.reshape(-1),
+                                (len(self.vertex_ids), self.n_vertices))
+
+    def to(self, device: torch.device) -> SamplePattern:
+        return SamplePattern(self.n_vertices, self.vertex_ids.to(device), self.weights.to(device))
 
     def point_vertices(self, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """point ids [H] → (vertex ids [H, 3], weights [H, 3]) for interpolating per-vertex data."""
@@ -85,16 +100,37 @@ def sample_pattern(verts: torch.Tensor, triangles: torch.Tensor, pixels_per_unit
     return SamplePattern(len(verts), torch.cat(ids), torch.cat(weights))
 
 
-def vertex_normals(verts: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
-    """verts [V, 3, B] → vertex normals [V, 3, B]: area-weighted sums of the adjacent face normals."""
-    v, _, b = verts.shape
-    flat = verts.reshape(v, 3 * b)
-    v0, v1, v2 = (flat.index_select(0, triangles[:, k]).view(-1, 3, b) for k in range(3))  # [T, 3, B]
-    face_n = torch.linalg.cross(v1 - v0, v2 - v0, dim=1).reshape(-1, 3 * b)
-    vn = torch.zeros_like(flat)
-    for k in range(3):
-        vn.index_add_(0, triangles[:, k], face_n)
-    return vn.view(v, 3, b)  # not normalized: only its sign is used before interpolation
+def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix from COO triplets (duplicates summed)."""
+    with warnings.catch_warnings():  # "sparse CSR is beta": the product we use is long stable
+        warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False)
+        return coo.coalesce().to_sparse_csr()
+
+
+class MeshNormals:
+    """Area-weighted vertex normals of one triangle list, as two precomputed sparse maps."""
+
+    def __init__(self, triangles: torch.Tensor, n_vertices: int):
+        t = len(triangles)
+        rows = torch.arange(t, device=triangles.device).repeat(2)
+        ones = torch.ones(t, device=triangles.device)
+        # edge k = vertex[k] − vertex[0], for k = 1, 2: [T, V] each, stacked to [2T, V]
+        self.edges = _csr(torch.cat([rows, rows + t]),
+                          torch.cat([triangles[:, 1], triangles[:, 0], triangles[:, 2], triangles[:, 0]]),
+                          torch.cat([ones, -ones, ones, -ones]), (2 * t, n_vertices))
+        # each face normal added to its three corners: [V, T]
+        self.accumulate = _csr(triangles.T.reshape(-1), torch.arange(t, device=triangles.device).repeat(3),
+                               torch.ones(3 * t, device=triangles.device), (n_vertices, t))
+
+    def __call__(self, verts: torch.Tensor) -> torch.Tensor:
+        """verts [V, 3, B] → vertex normals [V, 3, B], not normalized (only its sign is used before
+        interpolation)."""
+        v, _, b = verts.shape
+        e = (self.edges @ verts.reshape(v, 3 * b)).view(2, -1, 3, b)  # [2, T, 3, B]
+        (ax, ay, az), (cx, cy, cz) = e[0].unbind(1), e[1].unbind(1)
+        face_n = torch.stack([ay * cz - az * cy, az * cx - ax * cz, ax * cy - ay * cx], 1)  # [T, 3, B]
+        return (self.accumulate @ face_n.view(-1, 3 * b)).view(v, 3, b)
 
 
 def zbuffer(points: torch.Tensor, visible: torch.Tensor, size: int) -> torch.Tensor:
@@ -126,7 +162,7 @@ def _fill_holes(buf: torch.Tensor) -> torch.Tensor:
     """
     padded = torch.nn.functional.pad(buf, (1, 1, 1, 1), value=EMPTY)
     s = buf.shape[-1]
-    neighbours = torch.stack([padded[:, 1:-1, :s], padded[:, 1:-1, 2:], padded[:, :s, 1:-1], padded[:, 2:, 1:-1]])
-    drawn = (neighbours != EMPTY).sum(0)
-    fill = (buf == EMPTY) & (drawn >= 3)
-    return torch.where(fill, neighbours.amin(0), buf)
+    left, right, up, down = padded[:, 1:-1, :s], padded[:, 1:-1, 2:], padded[:, :s, 1:-1], padded[:, 2:, 1:-1]
+    drawn = (left != EMPTY).int() + (right != EMPTY).int() + (up != EMPTY).int() + (down != EMPTY).int()
+    nearest = torch.minimum(torch.minimum(left, right), torch.minimum(up, down))  # pairwise: no [4, …] copy
+    return torch.where((buf == EMPTY) & (drawn >= 3), nearest, buf)

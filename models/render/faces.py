@@ -27,7 +27,7 @@ import torch
 from models.face_model import FaceModel, builtin_face_model
 from models.layouts import FACES, N_SHAPE, N_TEXTURE
 from models.render import _photo
-from models.render._raster import SamplePattern, sample_pattern, vertex_normals, zbuffer
+from models.render._raster import MeshNormals, SamplePattern, sample_pattern, zbuffer
 
 CENTER_Y = -0.05  # model-space y at the image centre
 HALF_EXTENT = 1.15  # model units from the image centre to its border
@@ -36,6 +36,9 @@ PLAIN_LIGHT = (-0.35, 0.45, 1.0)  # fixed light direction (from the viewer's upp
 PLAIN_AMBIENT = 0.35
 PLAIN_DIFFUSE = 0.75
 BACKGROUND_GREY = 0.5
+# Rasterise in chunks whose [points, 4, faces] float32 working set stays near this size: the pass is
+# memory-bound, and cache-sized chunks render 64 faces at 32 px ~1.3x faster per face than 256 at once.
+RASTER_CHUNK_BYTES = 8 << 20
 MODES = ("plain", "photo")
 
 
@@ -89,6 +92,7 @@ class FaceRenderer:
         self._mean = torch.stack([model.mean_shape.reshape(3 * v, 1), model.mean_texture.reshape(3 * v, 1)]
                                  ).to(self.device)
         self._triangles = self.model.triangles
+        self._normals = MeshNormals(self._triangles, v)
         self._patterns: dict[int, SamplePattern] = {}
 
     # -- geometry ------------------------------------------------------------------------------------
@@ -129,18 +133,34 @@ class FaceRenderer:
     def _pattern(self, size: int) -> SamplePattern:
         if size not in self._patterns:
             pat = sample_pattern(self.model.mean_shape.cpu(), self._triangles.cpu(), size / (2 * HALF_EXTENT))
-            self._patterns[size] = SamplePattern(pat.n_vertices, pat.vertex_ids.to(self.device),
-                                                 pat.weights.to(self.device))
+            self._patterns[size] = pat.to(self.device)
         return self._patterns[size]
 
     def _rasterise(self, labels: torch.Tensor, size: int) -> _Surface:
+        """Surfaces of the whole batch, rasterised chunk by chunk (see RASTER_CHUNK_BYTES)."""
+        pat = self._pattern(size)
+        chunk = max(1, RASTER_CHUNK_BYTES // ((pat.n_vertices + len(pat.vertex_ids)) * 16))
+        if labels.shape[0] <= chunk:
+            return self._rasterise_chunk(labels, size)
+        pieces = labels.tensor_split(-(-labels.shape[0] // chunk))  # equal-sized chunks, no small tail
+        parts = [self._rasterise_chunk(piece, size) for piece in pieces]
+        offsets = [0, *torch.tensor([len(piece) for piece in pieces]).cumsum(0).tolist()]
+        return _Surface(
+            batch=torch.cat([p.batch + offsets[i] for i, p in enumerate(parts)]),
+            pixel=torch.cat([p.pixel for p in parts]),
+            normal=torch.cat([p.normal for p in parts]),
+            albedo=torch.cat([p.albedo for p in parts]),
+            z=torch.cat([p.z for p in parts]),
+        )
+
+    def _rasterise_chunk(self, labels: torch.Tensor, size: int) -> _Surface:
         verts, albedo = self.morph(labels)
         cam = self._camera(verts, labels)  # [V, 3, B]
-        vn = vertex_normals(cam, self._triangles)  # [V, 3, B], unnormalized
+        vn = self._normals(cam)  # [V, 3, B], unnormalized
         pat = self._pattern(size)
         v, _, b = cam.shape
         data = torch.cat([cam, vn[:, 2:]], 1).view(v, 4 * b)  # x, y, z, normal z per vertex
-        extra = sum(pat.weights[:, k, None] * data.index_select(0, pat.vertex_ids[:, k]) for k in range(3))
+        extra = pat.interpolate @ data  # [E, 4B] barycentric fill points
         points = torch.cat([data, extra]).view(-1, 4, b)  # [P, 4, B]
         winner = zbuffer(self._to_pixels(points[:, :3], size), points[:, 3] > 0, size)  # [B, S·S]
         batch, pixel = torch.nonzero(winner >= 0, as_tuple=True)
