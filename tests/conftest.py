@@ -6,10 +6,13 @@ bundles directory (`--bundles-dir`, `LABELFORGE_BUNDLES_DIR`) and `tiny_bundle_d
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"  # the machine's PostgreSQL (trust auth)
 TINY_NET = {"image_size": 16, "nz": 4, "nh": 8, "c": 4, "hidden": 16}  # NetConfig overrides: ~10k params
 
 
@@ -41,3 +44,31 @@ def tiny_faces_bundle(tiny_faces_bundle_dir: Path):  # type: ignore[no-untyped-d
     from models.runtime import Bundle
 
     return Bundle.load(tiny_faces_bundle_dir, engine="torchscript", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def pg_schema() -> Iterator[Callable[[str], str]]:
+    """`make(prefix)` → a PostgreSQL URL whose search_path is a fresh schema with the tables created
+    (before any API or worker starts, so they never race on CREATE TABLE); all dropped at session end."""
+    from worker.db import init_db, make_engine
+
+    admin = make_engine(PG_URL)
+    schemas: list[str] = []
+
+    def make(prefix: str) -> str:
+        schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        try:
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        except Exception as exc:  # pragma: no cover - machine without PostgreSQL
+            pytest.skip(f"PostgreSQL at {PG_URL} not reachable: {exc}")
+        schemas.append(schema)
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        init_db(make_engine(url))
+        return url
+
+    yield make
+    with admin.begin() as conn:
+        for schema in schemas:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()

@@ -5,8 +5,7 @@ server, PostgreSQL). Every server listens on a free loopback port and is torn do
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from service_helpers import (
     FAST,
     KEY_B,
     KEY_C,
-    PG_URL,
     REDIS_DB_URL,
     Proc,
     Server,
@@ -80,23 +78,9 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """The machine's PostgreSQL, in a schema of this module's own (dropped afterwards)."""
-    from worker.db import init_db, make_engine
-
-    schema = f"h7_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    except Exception as exc:  # pragma: no cover - machine without PostgreSQL
-        pytest.skip(f"PostgreSQL at {PG_URL} not reachable: {exc}")
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    init_db(make_engine(url))  # before the API and worker start, so they do not race on CREATE TABLE
-    yield url
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+def pg_url(pg_schema: Callable[[str], str]) -> str:
+    """The machine's PostgreSQL, in a schema of this module's own (see `pg_schema` in tests/conftest.py)."""
+    return pg_schema("h7")
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,13 @@ machine's PostgreSQL (a schema of this test session's own, dropped afterwards), 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.worker.worker_helpers import PG_URL, REDIS_URL, WorkerProcess
+from tests.worker.worker_helpers import REDIS_URL, WorkerProcess
 from worker.db import init_db, make_engine
 from worker.settings import Settings, get_settings
 
@@ -20,21 +19,9 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
-def pg_schema_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema; the schema is dropped at the end."""
-    schema = f"h6_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    except Exception as exc:  # pragma: no cover - machine without PostgreSQL
-        pytest.skip(f"PostgreSQL at {PG_URL} not reachable: {exc}")
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    init_db(make_engine(url))
-    yield url
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+def pg_schema_url(pg_schema: Callable[[str], str]) -> str:
+    """A PostgreSQL URL on a schema of the worker tests' own (see `pg_schema` in tests/conftest.py)."""
+    return pg_schema("h6")
 
 
 @pytest.fixture(scope="session")

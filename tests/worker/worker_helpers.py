@@ -16,7 +16,6 @@ from typing import Any
 from worker.db import JOB_ACTIVE, Job, Tenant, get_sessionmaker
 
 REDIS_URL = "redis://127.0.0.1:6379/11"  # a db number of these tests' own
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REPO = Path(__file__).resolve().parents[2]
 LABELFORGE = Path(sys.executable).parent / "labelforge"
 
