@@ -16,7 +16,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-REDIS_DB_URL = "redis://127.0.0.1:6379/12"  # a db number of the service tests' own (worker tests use 11)
+REDIS_DB_URL = f"redis://127.0.0.1:6379/{os.environ.get('LABELFORGE_TEST_REDIS_DB_SERVICE', '12')}"  # a db number of the service tests' own (worker tests use 11)
 KEY_B = "tenant-b-key-0123456789abcdef"
 KEY_C = "tenant-c-key-0123456789abcdef"
 # Fast reconciler and polling so jobs finish in seconds.

@@ -15,7 +15,7 @@ from typing import Any
 
 from worker.db import JOB_ACTIVE, Job, Tenant, get_sessionmaker
 
-REDIS_URL = "redis://127.0.0.1:6379/11"  # a db number of these tests' own
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('LABELFORGE_TEST_REDIS_DB_WORKER', '11')}"  # a db number of these tests' own; override to run two suites at once
 REPO = Path(__file__).resolve().parents[2]
 LABELFORGE = Path(sys.executable).parent / "labelforge"
 
