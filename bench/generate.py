@@ -121,6 +121,7 @@ def main() -> None:
         "shard_size": shard_size,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
+        "load_avg_1m": os.getloadavg()[0],  # the machine may be shared: how busy it was
     }
     stem = "generate" if bundle.name == "faces-m" else f"generate-{bundle.name}"  # faces-m is the reference
     out = Path(__file__).resolve().parent / "results" / f"{stem}-{device_name}.json"

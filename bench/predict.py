@@ -71,6 +71,7 @@ def main() -> None:
         "channels": c,
         "calls": n,
         "batch": args.batch,
+        "load_avg_1m": os.getloadavg()[0],  # the machine may be shared: how busy it was
     }
     out = Path(__file__).resolve().parent / "results" / f"predict-{device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,9 +33,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from models.decimals import decimal_rows
 from models.layouts import LabelLayout
 from models.sampling import SamplingPlan
 from models.spec import DatasetSpec, SpecError
+from models.tarwriter import MemberHeaders, archive_end
 
 if TYPE_CHECKING:
     from models.runtime import Bundle
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 TAR_MTIME = 0  # fixed member mtime (seconds since epoch): reproducible bytes
+TAR_OWNER = "labelforge"  # member user and group names
 MANIFEST_NAME = "manifest.json"
 JSON_DECIMALS = 6  # decimals of human-unit values in each sample's .json
 CARD_FILES = {"contact_sheet": "card.png", "histograms": "histograms.png", "card": "card.md"}
@@ -197,18 +200,32 @@ def _mask_domain(bundle: Bundle):  # type: ignore[no-untyped-def]
 
 
 class SampleSerializer:
-    """Turns rows of a `SampleBatch` into WebDataset member dicts (bytes only, no pickle)."""
+    """Turns rows of a `SampleBatch` into finished tar bytes per sample (no pickle anywhere).
+
+    Each sample is its members in name order (as `webdataset.TarWriter` writes them), every member
+    a tar header, the data and padding; the writer thread only appends these. The per-sample Python
+    work is kept small because it competes with the generator for the same cores: the .json's
+    numbers are formatted for the whole chunk at once (`models.decimals`), and the .npy members are
+    a fixed header plus the row's raw bytes.
+    """
 
     def __init__(self, spec: DatasetSpec, bundle: Bundle):
         self.spec = spec
         self.layout: LabelLayout = bundle.layout
         self.ext = spec.image.format
-        self.head = {"seed": spec.seed, "bundle": bundle.name, "bundle_sha": bundle.sha}
+        self.headers = MemberHeaders(mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER)
         self.categorical = [f for f in self.layout.fields if f.kind == "categorical"]
         self._npy_header = {n: _npy_header(n) for n in {self.layout.dim, bundle.nz}}
         self._save_kw: dict[str, Any] = {"quality": spec.image.quality} if self.ext != "png" else {}
         if self.ext == "webp":
             self._save_kw["method"] = 4
+        # The .json is {"index", "seed", "bundle", "bundle_sha"[, "label_index"], "labels": {…}} with
+        # no spaces, as json.dumps(separators=(",", ":")) writes it; the constant parts are made once.
+        head = json.dumps({"seed": spec.seed, "bundle": bundle.name, "bundle_sha": bundle.sha},
+                          separators=(",", ":"))
+        self._json_head = ("," + head[1:-1]).encode()
+        self._json_keys = [(f, f'"{f.name}":{"[" if f.size > 1 and f.kind != "categorical" else ""}'.encode())
+                           for f in self.layout.fields]
 
     def encode_image(self, arr: np.ndarray, fmt: str = "") -> bytes:
         from PIL import Image
@@ -221,49 +238,53 @@ class SampleSerializer:
             img.save(buf, format=_PIL_FORMAT[self.ext], **self._save_kw)
         return buf.getvalue()
 
-    def _named(self, labels: np.ndarray) -> list[dict[str, Any]]:
-        """[B, D] standardized → per-row dicts in human units, vectorised per field.
+    def _label_json(self, labels: np.ndarray) -> tuple[list[bytes], list[list[int]]]:
+        """[B, D] standardized → (per-row `"labels":{…}` JSON text in human units, categorical classes).
 
-        Human values are rounded to JSON_DECIMALS places: the exact vector is in `.labels.npy`, and
-        shorter floats halve the cost of `json.dumps`, the engine's slowest per-sample step for faces.
+        Human values are rounded to JSON_DECIMALS places (the exact vector is in `.labels.npy`);
+        categorical fields hold the class index.
         """
-        columns: dict[str, list[Any]] = {}
-        for f in self.layout.fields:
+        parts: list[list[bytes]] = [[b'"labels":{'] for _ in range(labels.shape[0])]
+        classes: list[list[int]] = [[] for _ in range(labels.shape[0])]
+        for n, (f, key) in enumerate(self._json_keys):
             part = labels[:, f.slice].astype(np.float64)
+            sep = b"," if n else b""
             if f.kind == "categorical":
-                columns[f.name] = part.argmax(axis=1).tolist()
-            elif f.size == 1:
-                columns[f.name] = np.round(f.offset + f.scale * part[:, 0], JSON_DECIMALS).tolist()
-            else:
-                columns[f.name] = np.round(f.offset + f.scale * part, JSON_DECIMALS).tolist()
-        return [{k: v[r] for k, v in columns.items()} for r in range(labels.shape[0])]
+                cls = part.argmax(axis=1).tolist()
+                for r, c in enumerate(cls):
+                    parts[r] += (sep, key, b"%d" % c)
+                    classes[r].append(c)
+                continue
+            text = decimal_rows(f.offset + f.scale * part, JSON_DECIMALS)
+            close = b"]" if f.size > 1 else b""
+            for r, t in enumerate(text):
+                parts[r] += (sep, key, t, close)
+        return [b"".join(p) + b"}}" for p in parts], classes
 
-    def rows(self, batch: SampleBatch, lo: int, hi: int) -> list[dict[str, Any]]:
-        named = self._named(batch.labels[lo:hi])
-        variants = self.spec.noise.mode == "variants"
+    def encode(self, batch: SampleBatch, lo: int, hi: int) -> list[bytes]:
+        """Rows lo..hi of `batch` as tar bytes, one string per sample."""
+        labels_json, classes = self._label_json(batch.labels[lo:hi])
+        variants = self.spec.noise.k if self.spec.noise.mode == "variants" else 0
+        label_npy = self._npy_header[self.layout.dim]
         out = []
         for r in range(lo, hi):
             i = int(batch.index[r])
-            meta = {"index": i, **self.head}
-            if variants:
-                meta["label_index"] = i // self.spec.noise.k
-            meta["labels"] = named[r - lo]
+            head = b'{"index":%d' % i + self._json_head + (b',"label_index":%d,' % (i // variants) if variants else b",")
             img = batch.images[r]
-            sample: dict[str, Any] = {
-                "__key__": f"{i:09d}",
+            members = {
                 self.ext: img if isinstance(img, bytes) else self.encode_image(img),
-                "labels.npy": self._npy_header[self.layout.dim] + batch.labels[r].tobytes(),
-                "json": json.dumps(meta, separators=(",", ":")).encode(),
+                "labels.npy": label_npy + batch.labels[r].tobytes(),
+                "json": head + labels_json[r - lo],
             }
             if self.categorical:
-                sample["cls"] = " ".join(str(named[r - lo][f.name]) for f in self.categorical).encode()
+                members["cls"] = " ".join(str(c) for c in classes[r - lo]).encode()
             if batch.sim is not None:
-                sample["sim.png"] = self.encode_image(batch.sim[r], "png")
+                members["sim.png"] = self.encode_image(batch.sim[r], "png")
             if batch.mask is not None:
-                sample["mask.png"] = self.encode_image(batch.mask[r], "png")
+                members["mask.png"] = self.encode_image(batch.mask[r], "png")
             if batch.z is not None:
-                sample["z.npy"] = self._npy_header[batch.z.shape[1]] + batch.z[r].tobytes()
-            out.append(sample)
+                members["z.npy"] = self._npy_header[batch.z.shape[1]] + batch.z[r].tobytes()
+            out.append(self.headers.sample_bytes(f"{i:09d}", sorted(members.items())))
         return out
 
 
@@ -278,37 +299,34 @@ def _npy_header(n: int) -> bytes:
 
 
 class _ShardSink:
-    """One shard being written to a temp file; `finish` hashes it and puts it atomically."""
+    """One shard being written to a temp file and hashed as it goes; `finish` puts it atomically."""
 
     def __init__(self, plan: ShardPlan, tmp_dir: str):
-        import webdataset as wds
-
         self.plan = plan
         fd, name = tempfile.mkstemp(suffix=".tar", dir=tmp_dir)
         self.path = Path(name)
-        self.fh = os.fdopen(fd, "wb")
-        self.writer = wds.TarWriter(self.fh, encoder=False, mtime=TAR_MTIME, user="labelforge", group="labelforge")
+        self.fh = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.digest = hashlib.sha256()
+        self.size = 0
         self.written = 0
 
-    def write(self, sample: dict[str, Any]) -> None:
-        self.writer.write(sample)
+    def write(self, sample: bytes) -> None:
+        self.fh.write(sample)
+        self.digest.update(sample)
+        self.size += len(sample)
         self.written += 1
 
     def finish(self, storage: StorageLike, prefix: str) -> ShardInfo:
-        self.writer.close()
+        end = archive_end(self.size)
+        self.write(end)
+        self.written -= 1  # the archive end is not a sample
         self.fh.close()
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        size = self.path.stat().st_size
         storage.put_file(join_key(prefix, self.plan.file), self.path, _CONTENT_TYPE["tar"])
         self.path.unlink(missing_ok=True)
-        return ShardInfo(self.plan.shard, self.plan.file, self.written, digest.hexdigest(), size)
+        return ShardInfo(self.plan.shard, self.plan.file, self.written, self.digest.hexdigest(), self.size)
 
     def discard(self) -> None:
         try:
-            self.writer.close()  # let tarfile finish its buffers before the file goes away
             self.fh.close()
         finally:
             self.path.unlink(missing_ok=True)
@@ -419,7 +437,7 @@ class _Pipeline:
         self.plans, self.serializer, self.storage, self.prefix = plans, serializer, storage, prefix
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lf-encode")
         self.workers = workers
-        self.queue: queue.Queue[list[Future[list[dict[str, Any]]]] | None] = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[list[Future[list[bytes]]] | None] = queue.Queue(maxsize=depth)
         self.infos: list[ShardInfo] = []
         self.error: BaseException | None = None
         self._written = 0
@@ -432,7 +450,7 @@ class _Pipeline:
     def submit(self, batch: SampleBatch) -> None:
         n = len(batch.index)
         step = max(1, -(-n // (self.workers * 2)))
-        futures = [self.pool.submit(self.serializer.rows, batch, lo, min(lo + step, n)) for lo in range(0, n, step)]
+        futures = [self.pool.submit(self.serializer.encode, batch, lo, min(lo + step, n)) for lo in range(0, n, step)]
         while True:  # put with a timeout so a dead writer cannot block the generator forever
             self.raise_if_failed()
             try:

@@ -7,6 +7,7 @@ they touch the file system, so a spec cannot point outside `bundles_dir`.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 from worker.settings import Settings
 from worker.storage import LocalStorage, S3Storage, Storage
 
+log = logging.getLogger(__name__)
+
 BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 _lock = threading.Lock()
-_bundles: dict[tuple[str, str, str], Any] = {}
+_bundles: dict[tuple[str, str, str, int | None], Any] = {}
 _storages: dict[tuple[object, ...], Storage] = {}
 
 
@@ -47,17 +50,42 @@ def bundle_path(settings: Settings, name: str) -> Path:
     return path
 
 
-def get_bundle(settings: Settings, name: str) -> Any:
-    """The loaded `models.runtime.Bundle` for `name`, loaded once per process and device."""
+def get_bundle(settings: Settings, name: str, threads: int | None = None) -> Any:
+    """The loaded `models.runtime.Bundle` for `name`, loaded once per process, device and thread cap.
+
+    `threads` caps ONNX Runtime's intra-op threads (None: all cores, what a worker wants; the API's
+    predictor asks for fewer so HTTP keeps a core).
+    """
     from models.runtime import Bundle
 
     path = bundle_path(settings, name)
     device = resolve_device(settings.device)
-    key = (str(path.resolve()), settings.bundle_engine, device)
+    key = (str(path.resolve()), settings.bundle_engine, device, threads)
     with _lock:
         if key not in _bundles:
-            _bundles[key] = Bundle.load(path, engine=settings.bundle_engine, device=device)
+            _bundles[key] = Bundle.load(path, engine=settings.bundle_engine, device=device, threads=threads)
         return _bundles[key]
+
+
+def warm_bundles(settings: Settings) -> None:
+    """Import the engine and load every bundle under `bundles_dir` now, so the first shard a fresh
+    worker process runs does not pay for them (importing ONNX Runtime and the engine, hashing and
+    loading a bundle: seconds on a small machine, counted in that job's time otherwise).
+
+    Meant for a background thread at process start; a task that needs a bundle meanwhile waits on the
+    same lock and gets the loaded one. A bundle that fails to load is logged and left to the task,
+    which reports the error against its job.
+    """
+    import models.engine  # noqa: F401  (the import itself is the warm-up)
+
+    names = sorted(p.name for p in settings.bundles_dir.iterdir()) if settings.bundles_dir.is_dir() else []
+    for name in names:
+        try:
+            get_bundle(settings, name)
+        except UnknownBundleError:
+            continue  # not a bundle folder
+        except Exception:
+            log.warning("could not preload bundle %s", name, exc_info=True)
 
 
 def get_storage(settings: Settings) -> Storage:

@@ -153,3 +153,38 @@ def test_resize_mask_and_webp(tiny_bundle, tmp_path: Path) -> None:
     for s in samples:
         assert s["webp"].shape == (24, 24, 3) and s["sim.png"].shape == (24, 24, 3)
         assert s["mask.png"].shape == (24, 24, 3) and 0 < s["mask.png"].mean() < 1  # a silhouette, not blank
+
+
+def test_tar_bytes_equal_webdataset_tarwriter() -> None:
+    """The engine's own tar members are byte for byte what `webdataset.TarWriter` writes."""
+    from models.engine import TAR_MTIME, TAR_OWNER
+    from models.tarwriter import MemberHeaders, archive_end
+
+    rng = np.random.default_rng(3)
+    samples = [{"__key__": f"{i:09d}", "jpg": rng.bytes(n), "json": b'{"index":%d}' % i, "labels.npy": rng.bytes(64)}
+               for i, n in enumerate([0, 1, 511, 512, 513, 10_000])]
+    expected = io.BytesIO()
+    with wds.TarWriter(expected, encoder=False, mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER) as writer:
+        for s in samples:
+            writer.write(s)
+    headers = MemberHeaders(mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER)
+    body = b"".join(headers.sample_bytes(s["__key__"], sorted((k, v) for k, v in s.items() if k != "__key__"))
+                    for s in samples)
+    assert body + archive_end(len(body)) == expected.getvalue()
+
+
+def test_json_numbers_are_the_values_rounded_to_six_decimals() -> None:
+    """Batch-formatted .json numbers parse back to exactly np.round(x, 6), and read like repr."""
+    from models.decimals import decimal_rows
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal((64, 50)), 180 * rng.uniform(-1, 1, (64, 50))], axis=1)
+    x[0, :8] = [0.0, -4e-7, 1e-5, 12.5, -180.0, 123456.789, 0.1, 2.0000004]
+    rows = decimal_rows(x, 6)
+    rounded = np.round(x, 6)
+    for row, want in zip(rows, rounded.tolist(), strict=True):
+        assert json.loads(b"[" + row + b"]") == want
+    text = rows[0].decode().split(",")
+    assert text[:8] == ["0.0", "0.0", "0.00001", "12.5", "-180.0", "123456.789", "0.1", "2.0"]
+    assert all(t == repr(v) for t, v in zip(text, rounded[0].tolist(), strict=True) if abs(v) >= 1e-4)
+    assert decimal_rows(np.array([[1e12, -0.5]]), 6) == [b"1000000000000.0,-0.5"]  # beyond the fast path
