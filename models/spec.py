@@ -33,8 +33,10 @@ from models.layouts import LabelField, LabelLayout
 
 MAX_COUNT = 10_000_000  # samples per dataset (an upper limit; the service may set a lower one)
 MAX_SHARD_SIZE = 100_000  # samples per shard
+MAX_SHARDS = 10_000  # shards per dataset: each is a job row and a broker message, so this bounds a spec's cost
 MAX_GRID_FIELDS = 2
 FIELD_KEY = r"^[a-z_][a-z0-9_]*(\[[0-9]+\])?$"  # `yaw_deg`, `shape`, `shape[3]`
+MAX_FIELD_KEY = 64  # characters; label field names are short, and errors echo the key
 
 
 class SpecError(ValueError):
@@ -47,7 +49,8 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    # strict: `"count": true` or `"10"` is a wrong type to report, not a value to coerce silently.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
 
 
 Value = float | list[float]  # a scalar, or one value per slot of a vector field
@@ -215,7 +218,7 @@ class DatasetSpec(_Strict):
     seed: int = Field(0, ge=0, lt=2**63, description="sample i depends only on (seed, i)")
     shard_size: int = Field(1000, ge=1, le=MAX_SHARD_SIZE, description="samples per tar shard")
     image: ImageSpec = ImageSpec.model_validate({})  # frozen, so one shared default is safe
-    labels: dict[Annotated[str, Field(pattern=FIELD_KEY)], Distribution] = Field(
+    labels: dict[Annotated[str, Field(pattern=FIELD_KEY, max_length=MAX_FIELD_KEY)], Distribution] = Field(
         default_factory=dict,
         description="per-field distributions in human units; unspecified fields are drawn from the prior. "
         "Vector fields can be addressed per slot as `shape[3]`.",
@@ -228,6 +231,9 @@ class DatasetSpec(_Strict):
     def _shards(self) -> DatasetSpec:
         if self.shard_size > self.count:
             raise ValueError(f"shard_size: {self.shard_size} is larger than count ({self.count})")
+        if self.num_shards > MAX_SHARDS:
+            raise ValueError(f"shard_size: {self.count} samples in shards of {self.shard_size} make "
+                             f"{self.num_shards} shards, more than {MAX_SHARDS}; use larger shards")
         grids = [k for k, d in self.labels.items() if isinstance(d, Grid)]
         if len(grids) > MAX_GRID_FIELDS:
             raise ValueError(f"labels.{grids[MAX_GRID_FIELDS]}: at most {MAX_GRID_FIELDS} fields may use grid")

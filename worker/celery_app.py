@@ -16,6 +16,10 @@ Why these options:
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -98,9 +102,43 @@ def producer(settings: Settings | None = None) -> Celery:
     return _producers[key]
 
 
+TMP_PREFIX = "labelforge-worker-"
+
+
+def use_private_tmpdir(base: Path | None = None) -> Path:
+    """Give this process a temp folder of its own (`{TMPDIR}/labelforge-worker-{pid}`) and remove the
+    folders of processes that no longer exist.
+
+    The engine writes each shard to a temp file before putting it into storage; a pool process killed
+    mid-shard never deletes its file, so without this every crash would leak up to a shard's size of
+    disk until the machine is cleaned by hand.
+    """
+    base = Path(base or tempfile.gettempdir())
+    for stale in base.glob(f"{TMP_PREFIX}*"):
+        pid = stale.name.removeprefix(TMP_PREFIX)
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    mine = base / f"{TMP_PREFIX}{os.getpid()}"
+    mine.mkdir(exist_ok=True)
+    tempfile.tempdir = str(mine)
+    return mine
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
-    """Prefork children must not share the parent's pooled DB connections."""
+    """Prefork children must not share the parent's pooled DB connections, and each gets its own
+    temp folder (crash leftovers of dead siblings are collected here)."""
     from worker.db import dispose_engines
 
     dispose_engines()
+    use_private_tmpdir()

@@ -22,7 +22,9 @@ import re
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -100,40 +102,58 @@ def _list_members(data: bytes, max_expanded: int) -> list[str]:
     """Names of regular-file members, in archive order, after the safety checks."""
     names: list[str] = []
     expanded = 0
-    if archive_format(data) == "zip":
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            for info in zf.infolist():
-                check_member_name(info.filename)
-                if info.is_dir() or info.filename.startswith(IGNORED_PREFIXES):
-                    continue
-                expanded += info.file_size
-                names.append(info.filename)
-    else:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
-            for member in tf:
-                check_member_name(member.name)
-                if member.isdir():
-                    continue
-                if not member.isfile():
-                    raise LabelingInputError(member.name, "links and special files are not allowed")
-                expanded += member.size
-                names.append(member.name)
+    fmt = archive_format(data)
+    with _archive_errors("upload"):
+        if fmt == "zip":
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                for info in zf.infolist():
+                    check_member_name(info.filename)
+                    if info.is_dir() or info.filename.startswith(IGNORED_PREFIXES):
+                        continue
+                    if info.flag_bits & 0x1:
+                        raise LabelingInputError(info.filename, "encrypted members are not supported")
+                    expanded += info.file_size
+                    names.append(info.filename)
+        else:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
+                for member in tf:
+                    check_member_name(member.name)
+                    if member.isdir():
+                        continue
+                    if not member.isfile():
+                        raise LabelingInputError(member.name, "links and special files are not allowed")
+                    expanded += member.size
+                    names.append(member.name)
     if expanded > max_expanded:
         raise LabelingInputError("upload", f"expands to {expanded} bytes, more than the {max_expanded} allowed")
     return names
 
 
+@contextmanager
+def _archive_errors(field: str) -> Iterator[None]:
+    """A corrupt archive (bad CRC, truncated stream, sizes that lie, unknown compression) is the
+    uploader's error: turn what zipfile/tarfile/zlib raise into `LabelingInputError` naming `field`."""
+    try:
+        yield
+    except LabelingInputError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, zlib.error, OSError,
+            NotImplementedError, RuntimeError, ValueError) as exc:
+        raise LabelingInputError(field, f"corrupt archive data ({exc})") from exc
+
+
 def read_member(data: bytes, name: str, max_bytes: int) -> bytes:
     """Bytes of one archive member, reading at most `max_bytes` (a lying zip header cannot inflate more)."""
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as zf, zf.open(name) as fh:
-            raw = fh.read(max_bytes + 1)
-    else:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
-            member = tf.extractfile(name)
-            if member is None:
-                raise LabelingInputError(name, "not a regular file")
-            raw = member.read(max_bytes + 1)
+    with _archive_errors(name):
+        if zipfile.is_zipfile(io.BytesIO(data)):
+            with zipfile.ZipFile(io.BytesIO(data)) as zf, zf.open(name) as fh:
+                raw = fh.read(max_bytes + 1)
+        else:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
+                member = tf.extractfile(name)
+                if member is None:
+                    raise LabelingInputError(name, "not a regular file")
+                raw = member.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise LabelingInputError(name, f"larger than {max_bytes} bytes")
     return raw
@@ -148,7 +168,9 @@ def open_image(raw: bytes, name: str, max_pixels: int) -> Image.Image:
         img.load()
     except LabelingInputError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:  # its message is the repr of our BytesIO: say what it means
+        raise LabelingInputError(name, "not a readable image (unknown or unsupported format)") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise LabelingInputError(name, f"not a readable image ({exc})") from exc
     return img
 

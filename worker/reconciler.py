@@ -140,7 +140,10 @@ def _reconcile_job(session: Session, job_id: str, settings: Settings, now: datet
     for s in shards:
         if s.status == SHARD_PENDING and s.enqueued_at is None:
             report.sent_unsent += send_shard(session, job.kind, s, celery=celery)
-        elif s.status == SHARD_RUNNING and (s.heartbeat_at is None or now - s.heartbeat_at > deadline):
+        elif (s.status == SHARD_RUNNING and (s.heartbeat_at is None or now - s.heartbeat_at > deadline)
+              and (s.enqueued_at is None or now - s.enqueued_at > deadline)):
+            # (a re-send younger than the deadline is still on its way: sending another every pass
+            # would flood the queue while no worker takes it)
             if s.deliveries - s.attempts >= settings.max_deliveries:
                 reason = poison_reason(s.shard, s.deliveries - s.attempts)
                 s.status, s.error = SHARD_FAILED, reason

@@ -12,6 +12,7 @@ the root or confuse a file system (`..`, a leading '/', NUL, backslash) is refus
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -36,6 +37,16 @@ class StorageError(Exception):
 
 class TransientStorageError(StorageError):
     """A storage operation failed in a way worth retrying (network, timeout, server 5xx, throttling)."""
+
+
+class StorageFullError(StorageError):
+    """The storage has no room left (ENOSPC, quota). Not retried: a full disk does not empty itself
+    within a retry's backoff, and failing at once tells the user why instead of stalling the job."""
+
+
+# OSErrors that no retry fixes: full disk or quota, read-only file system, permissions.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_PERMANENT_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class ObjectNotFoundError(StorageError, KeyError):
@@ -132,9 +143,14 @@ class LocalStorage:
         except FileNotFoundError as exc:
             raise StorageError(f"put {key}: {exc}") from exc
         except OSError as exc:
+            if exc.errno in _FULL_ERRNOS:
+                raise StorageFullError(f"storage full: no space left to write {key} "
+                                       f"({os.strerror(exc.errno)})") from exc
+            if exc.errno in _PERMANENT_ERRNOS:
+                raise StorageError(f"put {key}: {exc}") from exc
             raise TransientStorageError(f"put {key}: {exc}") from exc
         finally:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # a write that failed half-way never leaves its bytes behind
 
     def put_file(self, key: str, path: Path, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
         self._write_atomic(key, Path(path))

@@ -22,11 +22,14 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_process_init
 from sqlalchemy import func, select
 
 from worker import labeling
@@ -48,7 +51,7 @@ from worker.db import (
 )
 from worker.jobs import send_finalize
 from worker.reconciler import fail_job, poison_reason, reconcile_once, shard_deadline_s
-from worker.resources import get_bundle, get_storage
+from worker.resources import get_bundle, get_storage, warm_bundles
 from worker.settings import Settings, get_settings
 from worker.storage import TransientStorageError
 
@@ -236,11 +239,15 @@ def _fail(settings: Settings, job_id: str, shard: int | None, reason: str) -> No
         fail_job(session, job, reason)
 
 
-def _release_for_retry(settings: Settings, job_id: str, shard: int, reason: str) -> None:
+def _release_for_retry(settings: Settings, job_id: str, shard: int, reason: str, countdown_s: float) -> None:
+    """Mark the shard pending again, "sent" as of when its retry is due: the reconciler measures a lost
+    message from `enqueued_at`, so it must not re-send (and so skip the backoff of) a shard whose retry
+    is merely waiting out its countdown during a storage outage."""
     with _session(settings) as session, session.begin():
         row = session.get(ShardTask, (job_id, shard))
         if row is not None and row.status == SHARD_RUNNING:
             row.status, row.attempts, row.error, row.samples = SHARD_PENDING, row.attempts + 1, reason, 0
+            row.enqueued_at = utcnow() + timedelta(seconds=countdown_s)
 
 
 def run_shard(task: Task, job_id: str, shard: int) -> None:
@@ -262,8 +269,9 @@ def run_shard(task: Task, job_id: str, shard: int) -> None:
             _fail(settings, job_id, shard, f"shard {shard}: storage kept failing after {retries} retries: {exc}")
             return
         log.warning("transient storage error; retrying [job %s shard %s task %s]", job_id, shard, task.request.id, extra={**extra, "retries": retries})
-        _release_for_retry(settings, job_id, shard, f"retrying after: {exc}")
-        raise task.retry(exc=exc, countdown=_backoff_s(settings, retries), max_retries=None) from exc
+        countdown = _backoff_s(settings, retries)
+        _release_for_retry(settings, job_id, shard, f"retrying after: {exc}", countdown)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
     except Exception as exc:
         log.exception("shard failed [job %s shard %s task %s]", job_id, shard, task.request.id, extra=extra)
         _fail(settings, job_id, shard, f"shard {shard}: {type(exc).__name__}: {exc}")
@@ -344,3 +352,9 @@ def _finalize_dataset(settings: Settings, spec_json: dict[str, Any], bundle_name
 def reconcile() -> dict[str, Any]:
     """One reconciler pass (for deployments that schedule it with celery beat)."""
     return reconcile_once().__dict__
+
+
+@worker_process_init.connect
+def _warm_up(**_: Any) -> None:
+    """Load the bundles in each new pool process, in the background (see `warm_bundles`)."""
+    threading.Thread(target=warm_bundles, args=(get_settings(),), name="lf-warm-up", daemon=True).start()

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.spec import FIELD_KEY, MAX_FIELD_KEY
+
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 _JOB_EXAMPLE: dict[str, Any] = {
@@ -145,7 +147,7 @@ class DatasetCard(BaseModel):
 class PredictRequest(BaseModel):
     """JSON form of `POST /predict`: base64-encoded image files (PNG, JPEG, WebP or BMP)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{
         "images": ["iVBORw0KGgoAAAANSUhEUgAA…"], "bundle": "faces-m", "render": False,
     }]})
 
@@ -185,7 +187,7 @@ class PredictResponse(BaseModel):
 class LabelingFromKeys(BaseModel):
     """JSON form of `POST /labeling-jobs`: images already in storage, relative to the tenant's folder."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{
         "name": "my-photos", "bundle": "faces-m", "source_keys": ["uploads/a.jpg", "uploads/b.png"],
     }]})
 
@@ -234,3 +236,72 @@ class Readiness(BaseModel):
 
     status: Literal["ok", "unready"]
     checks: dict[str, str]
+
+
+# --- web console: spec schema, preview, render ---------------------------------------------------
+
+PREVIEW_MAX_SAMPLES = 16  # samples one `POST /preview` may ask for: a look, not a dataset
+
+
+class SpecSchemaDocument(BaseModel):
+    """The JSON Schema (draft 2020-12) of a request body, so clients can build forms and validate offline."""
+
+    name: str = Field(examples=["DatasetSpec"])
+    json_schema: dict[str, Any] = Field(description="JSON Schema of the body, with `$defs` and examples.")
+
+
+class PreviewSample(BaseModel):
+    """One preview sample: exactly sample `index` of the dataset the spec describes."""
+
+    index: int
+    image: str = Field(description="The generated image as a data URL, in the spec's format.")
+    sim: str | None = Field(None, description="The simulator's render as a PNG data URL (spec extras has 'sim').")
+    fields: dict[str, float | int | list[float]] = Field(description="The sample's labels in human units.")
+
+
+class PreviewResponse(BaseModel):
+    """The first samples of a spec's dataset, generated now and not stored."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "bundle": "faces-m", "bundle_sha": "9b1c…", "image_size": 32, "format": "jpg",
+        "samples": [{"index": 0, "image": "data:image/jpeg;base64,/9j/4AAQ…", "sim": None,
+                     "fields": {"yaw_deg": 12.5, "pitch_deg": -3.0}}],
+    }]})
+
+    bundle: str
+    bundle_sha: str
+    image_size: int = Field(description="Pixels per side of the preview images (the spec's, at most 256).")
+    format: Literal["png", "jpg", "webp"]
+    samples: list[PreviewSample]
+
+
+class RenderRequest(BaseModel):
+    """Labels in human units for the generator and simulator; missing fields sit at the prior's centre."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={"examples": [{
+        "bundle": "faces-m", "labels": {"yaw_deg": 20.0, "pitch_deg": -5.0, "shape[0]": 1.5}, "seed": 0,
+    }]})
+
+    bundle: str | None = Field(None, max_length=100, description="Bundle name; default: the first faces bundle.")
+    labels: dict[Annotated[str, Field(pattern=FIELD_KEY, max_length=MAX_FIELD_KEY)],
+                 float | list[float]] = Field(
+        default_factory=dict, max_length=1000,
+        description="Field → value in human units; vector slots as `shape[3]`. Unset fields: 0 σ / class 0.")
+    seed: int = Field(0, ge=0, lt=2**63, description="The noise z is sample 0's noise in a dataset with this seed.")
+    simulator: bool = Field(True, description="Also return the simulator's render of the same labels.")
+
+
+class RenderResponse(BaseModel):
+    """What the bundle draws for one label vector: the generator's image at a fixed z, and the simulator's."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "bundle": "faces-m", "bundle_sha": "9b1c…", "seed": 0, "image": "data:image/png;base64,iVBORw0KGgo…",
+        "simulator": "data:image/png;base64,iVBORw0KGgo…", "fields": {"yaw_deg": 20.0, "pitch_deg": -5.0},
+    }]})
+
+    bundle: str
+    bundle_sha: str
+    seed: int
+    image: str = Field(description="Generator output G(z, l) as a PNG data URL, at the bundle's size.")
+    simulator: str | None = Field(None, description="Simulator output S(l) as a PNG data URL.")
+    fields: dict[str, float | int | list[float]] = Field(description="The labels rendered, in human units.")

@@ -3,34 +3,67 @@
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request, status
 from fastapi.responses import Response
 
 from models.spec import DatasetSpec
-from service.api.deps import SessionDep, SettingsDep, StorageDep, TenantDep, input_error, tenant_job
-from service.api.routes.jobs import NOT_FOUND, add_job_routes, serve_object
+from service.api.deps import (
+    CatalogDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    TenantDep,
+    input_error,
+    tenant_job,
+)
+from service.api.routes.jobs import (
+    NOT_FOUND,
+    add_job_routes,
+    enqueue_after_response,
+    job_links,
+    serve_object,
+    unknown_bundle,
+)
 from service.api.schemas import DatasetCard, DatasetPublic, DatasetStatus, ErrorResponse
 from worker.db import KIND_DATASET, Job
-from worker.jobs import JobInputError, create_dataset_job, enqueue
+from worker.jobs import JobInputError, create_dataset_job
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses={401: {"model": ErrorResponse}})
 
 CARD_IMAGES = ("card.png", "histograms.png")  # written by models.card beside card.md
 
 
+def require_json(request: Request) -> None:
+    """415 for a spec sent as anything but JSON: FastAPI would hand the raw text to the model and
+    answer a 422 about a "dictionary", which does not tell the client to fix its content type."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:  # FastAPI reads an untyped body as JSON
+        return
+    main = content_type.split(";")[0].strip().lower()
+    if main != "application/json" and not main.endswith("+json"):
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            f"content-type: send the spec as application/json, not {main[:60] or 'nothing'}")
+
+
 @router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=DatasetPublic, summary="Order a dataset",
-    responses={413: {"model": ErrorResponse, "description": "Spec larger than LABELFORGE_MAX_SPEC_BYTES"},
+    responses={202: {"links": job_links("datasets")},
+               413: {"model": ErrorResponse, "description": "Spec larger than LABELFORGE_MAX_SPEC_BYTES"},
+               415: {"model": ErrorResponse, "description": "Body is not application/json"},
                422: {"description": "Invalid spec; `loc` names the field"}},
 )
-def create_dataset(spec: DatasetSpec, tenant: TenantDep, session: SessionDep, settings: SettingsDep) -> Job:
+def create_dataset(spec: DatasetSpec, tenant: TenantDep, _json: Annotated[None, Depends(require_json)],
+                   session: SessionDep, settings: SettingsDep, catalog: CatalogDep, request: Request,
+                   background: BackgroundTasks) -> Job:
     """Check the spec against its bundle and limits, record the job and queue one task per shard."""
     try:
         job = create_dataset_job(session, tenant.id, spec, settings=settings)
     except JobInputError as exc:
-        raise input_error(exc.field, exc.reason) from None
-    enqueue(session, job)
+        reason = unknown_bundle(catalog, spec.bundle) if exc.field == "bundle" else exc.reason
+        raise input_error(exc.field, reason) from None
+    enqueue_after_response(background, request, job)
     return job
 
 

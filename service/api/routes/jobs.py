@@ -11,13 +11,14 @@ import json
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from service.api.deps import SessionDep, SettingsDep, StorageDep, TenantDep, tenant_job
+from service.api.predictor import BundleCatalog
 from service.api.schemas import ErrorResponse, JobList, JobPublic, JobStatus, ShardLink, ShardList
 from worker.db import JOB_SUCCEEDED, SHARD_STORED, Job
-from worker.jobs import delete_job, job_progress, list_jobs
+from worker.jobs import delete_job, enqueue, job_progress, list_jobs
 from worker.settings import Settings
 from worker.storage import Storage
 
@@ -29,6 +30,38 @@ class DeletedResponse(JobPublic):
     """The job as it was, and how many stored objects were removed with it."""
 
     deleted_objects: int
+
+
+def job_links(kind: str) -> dict[str, Any]:
+    """OpenAPI links from a created job (its `id`) to the operations that take it, so clients and
+    API fuzzers (schemathesis' stateful phase) can follow a job from creation to download and delete."""
+    targets = {"Status": ("", "get"), "Delete": ("", "delete"), "Manifest": ("~1manifest", "get"),
+               "Shards": ("~1shards", "get")}
+    return {name: {"operationRef": f"#/paths/~1{kind}~1{{job_id}}{suffix}/{method}",
+                   "parameters": {"job_id": "$response.body#/id"}} for name, (suffix, method) in targets.items()}
+
+
+def enqueue_after_response(background: BackgroundTasks, request: Request, job: Job) -> None:
+    """Send the job's shard tasks once the 202 is on its way, not before.
+
+    A spec may make thousands of shards, each a row update and a broker message; sending them inside
+    the request would hold the client for as long. The job is durable once committed, and the
+    reconciler sends any shard this misses (a crash right after the answer, a broker outage).
+    """
+    factory, job_id = request.app.state.session_factory, job.id
+
+    def send() -> None:
+        with factory() as session:
+            stored = session.get(Job, job_id)
+            if stored is not None:  # deleted meanwhile: nothing to send
+                enqueue(session, stored)
+
+    background.add_task(send)
+
+
+def unknown_bundle(catalog: BundleCatalog, name: str) -> str:
+    """Why `name` is not a bundle, listing those that are (the worker's message names server folders)."""
+    return f"unknown bundle {name[:80]!r}; available: {', '.join(b.name for b in catalog.list()) or 'none'}"
 
 
 def job_status(job: Job, model: type[JobStatus]) -> JobStatus:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from service.api.deps import LimitsDep, SessionDep, SettingsDep, TenantDep, input_error
-from service.api.routes.jobs import add_job_routes
+from service.api.deps import CatalogDep, LimitsDep, SessionDep, SettingsDep, TenantDep, input_error
+from service.api.routes.jobs import add_job_routes, enqueue_after_response, job_links, unknown_bundle
 from service.api.schemas import ErrorResponse, LabelingFromKeys, LabelingJobPublic, LabelingJobStatus
 from worker import labeling
 from worker.db import KIND_LABELING, Job
-from worker.jobs import JobInputError, create_labeling_job, enqueue
+from worker.jobs import JobInputError, create_labeling_job
+from worker.storage import validate_key
 
 router = APIRouter(prefix="/labeling-jobs", tags=["labeling"], responses={401: {"model": ErrorResponse}})
 
@@ -38,17 +39,21 @@ _REQUEST_BODY: dict[str, Any] = {
 }
 
 NamePattern = r"^[a-z0-9][a-z0-9-]{0,62}$"
+MAX_KEY_SEGMENT = 255  # bytes per '/'-separated part of a storage key: no file system stores a longer name
 
 
 @router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=LabelingJobPublic, summary="Start a labeling job",
     openapi_extra=_REQUEST_BODY,
-    responses={413: {"model": ErrorResponse, "description": "Upload over LABELFORGE_MAX_UPLOAD_MB"},
+    responses={202: {"links": job_links("labeling-jobs")},
+               400: {"model": ErrorResponse, "description": "Malformed multipart body (e.g. too many parts)"},
+               413: {"model": ErrorResponse, "description": "Upload over LABELFORGE_MAX_UPLOAD_MB"},
                415: {"model": ErrorResponse, "description": "Not a tar/zip archive or wrong content type"},
                422: {"description": "Invalid input; `loc` names the field or archive member"}},
 )
 async def create_labeling(
     request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep, limits: LimitsDep,
+    catalog: CatalogDep, background: BackgroundTasks,
     bundle: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
                                         description="Bundle (multipart form; JSON carries its own)")] = None,
     name: Annotated[str, Query(pattern=NamePattern, description="Slug for shard names (multipart form)")] = "labels",
@@ -76,6 +81,13 @@ async def create_labeling(
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
                                  for e in exc.errors()]) from None
+        for i, key in enumerate(body.source_keys):  # checked before the tenant's folder is prefixed
+            try:
+                validate_key(key)
+            except ValueError as exc:
+                raise input_error(f"source_keys[{i}]", str(exc)) from None
+            if any(len(part.encode()) > MAX_KEY_SEGMENT for part in key.split("/")):
+                raise input_error(f"source_keys[{i}]", f"a path segment is longer than {MAX_KEY_SEGMENT} bytes")
         own = f"tenants/{tenant.id}/"
         kwargs = {"bundle": body.bundle, "name": body.name,
                   "source_keys": [own + key for key in body.source_keys]}
@@ -89,8 +101,9 @@ async def create_labeling(
     except JobInputError as exc:
         member = exc.field not in ("bundle", "name", "upload") and not exc.field.startswith("source_keys")
         loc = ["body", "file", exc.field] if member else None
-        raise input_error(exc.field, exc.reason.replace(f"tenants/{tenant.id}/", ""), loc=loc) from None
-    await run_in_threadpool(enqueue, session, job)
+        reason = unknown_bundle(catalog, kwargs["bundle"]) if exc.field == "bundle" else exc.reason
+        raise input_error(exc.field, reason.replace(f"tenants/{tenant.id}/", ""), loc=loc) from None
+    enqueue_after_response(background, request, job)
     return job
 
 

@@ -40,7 +40,8 @@ _REQUEST_BODY: dict[str, Any] = {
 
 @router.post(
     "", response_model=PredictResponse, summary="Predict labels for images", openapi_extra=_REQUEST_BODY,
-    responses={413: {"model": ErrorResponse, "description": "Upload or image too large"},
+    responses={400: {"model": ErrorResponse, "description": "Malformed multipart body (e.g. too many files)"},
+               413: {"model": ErrorResponse, "description": "Upload or image too large"},
                415: {"model": ErrorResponse, "description": "Not a supported image or content type"},
                422: {"description": "Invalid request; `loc`/`detail` names the field"}},
 )
@@ -51,9 +52,12 @@ async def predict(
 ) -> PredictResponse:
     """Read labels (face: shape, texture, yaw, pitch; other layouts: their named fields) out of images."""
     blobs, names, bundle, render = await _read_images(request, limits, bundle, render)
-    info = catalog.info(bundle, "bundle") if bundle else catalog.info(catalog.default_name("faces"))
-    loaded = await run_in_threadpool(catalog.load, info.name)
-    batcher = await run_in_threadpool(catalog.batcher, info.name)
+    name = catalog.info(bundle, "bundle").name if bundle else catalog.default_name("faces")
+    # After the first call the bundle is a dict lookup away: no thread hop for it.
+    ready = catalog.loaded(name)
+    if ready is None:
+        ready = await run_in_threadpool(catalog.predictor, name)
+    loaded, batcher = ready
     images = await run_in_threadpool(_decode_all, blobs, names, limits, loaded.channels, loaded.image_size)
     labels = await batcher.submit(images)  # [B, dim]
     PREDICT_IMAGES.inc(len(blobs))

@@ -1,0 +1,1 @@
+"""Bad-input catalogue, tenant isolation and API fuzzing against a served app."""
