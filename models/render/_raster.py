@@ -21,6 +21,7 @@ import torch
 
 DEPTH_RANGE = 8.0  # camera-space z span covered by the depth quantizer, model units (±4)
 DEPTH_BITS = 24
+DEPTH_SCALE = (2**DEPTH_BITS - 1) / DEPTH_RANGE  # depth key units per model unit
 ID_BITS = 32
 EMPTY = 2**62  # above every key (depth < 2^24 sits in bits 32…55); exact in float64, which pad needs
 
@@ -36,23 +37,32 @@ class SamplePattern:
     n_vertices: int
     vertex_ids: torch.Tensor  # [E, 3] int64
     weights: torch.Tensor  # [E, 3] float32 barycentric weights
-    interpolate: torch.Tensor = field(init=False)  # [E, V] sparse CSR: extra points from vertex rows
+    # [P, V] sparse CSR, P = V + E: identity rows (the vertices) then the extra points, so one product
+    # turns per-vertex rows into per-point rows with no concatenation
+    interpolate: torch.Tensor = field(init=False)
+    point_ids: torch.Tensor = field(init=False)  # [3, P] int64: vertex_ids.T, with (v, v, v) for vertex v
+    point_weights: torch.Tensor = field(init=False)  # [3, P] float32: weights.T, with (1, 0, 0) for a vertex
 
     def __post_init__(self) -> None:
-        rows = torch.arange(len(self.vertex_ids), device=self.vertex_ids.device).repeat_interleave(3)
-        self.interpolate = _csr(rows, self.vertex_ids.reshape(-1), self.weights.reshape(-1),
-                                (len(self.vertex_ids), self.n_vertices))
+        device = self.vertex_ids.device
+        own = torch.arange(self.n_vertices, device=device)
+        ids = torch.cat([own[:, None].expand(-1, 3), self.vertex_ids])  # [P, 3]
+        one_hot = torch.tensor([1.0, 0.0, 0.0], device=device).expand(self.n_vertices, 3)
+        weights = torch.cat([one_hot, self.weights])
+        rows = torch.arange(self.n_points, device=device).repeat_interleave(3)
+        self.interpolate = _csr(rows, ids.reshape(-1), weights.reshape(-1), (self.n_points, self.n_vertices))
+        self.point_ids, self.point_weights = ids.T.contiguous(), weights.T.contiguous()
+
+    @property
+    def n_points(self) -> int:
+        return self.n_vertices + len(self.vertex_ids)
 
     def to(self, device: torch.device) -> SamplePattern:
         return SamplePattern(self.n_vertices, self.vertex_ids.to(device), self.weights.to(device))
 
     def point_vertices(self, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """point ids [H] → (vertex ids [H, 3], weights [H, 3]) for interpolating per-vertex data."""
-        is_vertex = point < self.n_vertices
-        extra = (point - self.n_vertices).clamp(min=0)
-        ids = torch.where(is_vertex[:, None], point[:, None].expand(-1, 3), self.vertex_ids[extra])
-        one_hot = torch.tensor([1.0, 0.0, 0.0], device=point.device)
-        return ids, torch.where(is_vertex[:, None], one_hot, self.weights[extra])
+        """point ids [H] → (vertex ids [3, H], weights [3, H]) for interpolating per-vertex data."""
+        return self.point_ids.index_select(1, point), self.point_weights.index_select(1, point)
 
 
 def _corner_lattice(n1: int, n2: int) -> torch.Tensor:
@@ -133,26 +143,33 @@ class MeshNormals:
         return (self.accumulate @ face_n.view(-1, 3 * b)).view(v, 3, b)
 
 
-def zbuffer(points: torch.Tensor, visible: torch.Tensor, size: int) -> torch.Tensor:
-    """Nearest point per pixel. points [P, 3, B]: pixel column, pixel row (down), camera z (toward viewer).
+def zbuffer(points: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest front-facing point per pixel.
 
-    Returns winners [B, S·S] int64: the winning point's index in [0, P), or -1 where nothing was drawn.
+    points [P, 4, B]: pixel column, pixel row (down), camera z (toward the viewer), normal z (> 0 faces
+    the viewer). Returns (winners [B, S·S] int64: the winning point's index in [0, P), or -1 where
+    nothing was drawn; z [B, S·S]: its camera z, quantized to the depth key, meaningless where -1).
+
+    Every point goes through the scatter: points off the image, and back-facing ones, land on a
+    one-pixel border of the buffer that is then cut away. That is cheaper than selecting the drawable
+    points first (a nonzero and gathers cost more than the scatter they save) or testing bounds.
     """
     p, _, b = points.shape
     if b * p >= 2**ID_BITS:
         raise ValueError(f"render batch too large for the z-buffer: {b} faces × {p} points ≥ 2^{ID_BITS}")
-    col, row = points[:, 0].floor(), points[:, 1].floor()  # [P, B]
-    inside = visible & (col >= 0) & (col < size) & (row >= 0) & (row < size)
-    batch_offset = torch.arange(b, device=points.device) * (size * size)
-    pixel = (row * size + col).long() + batch_offset
-    far = ((DEPTH_RANGE / 2 - points[:, 2]) * ((2**DEPTH_BITS - 1) / DEPTH_RANGE)).clamp(0, 2**DEPTH_BITS - 1)
-    key = (far.long() << ID_BITS) | torch.arange(p * b, device=points.device).view(p, b)
-    sel = torch.nonzero(inside.view(-1)).squeeze(1)  # only what can win goes through the slow scatter
-    buf = torch.full((b * size * size,), EMPTY, dtype=torch.int64, device=points.device)
-    buf.scatter_reduce_(0, pixel.view(-1)[sel], key.view(-1)[sel], reduce="amin", include_self=True)
-    buf = _fill_holes(buf.view(b, size, size)).view(b, size * size)
+    padded = size + 2
+    col_row = points[:, :2].floor().clamp_(-1, size)  # [P, 2, B]: 0…S−1 on the image, −1 / S off it
+    pixel = torch.add(col_row[:, 0], col_row[:, 1], alpha=padded)  # exact: |·| < 2^24 in float32
+    pixel = torch.where(points[:, 3] > 0, pixel, -(padded + 1)).long()  # back-facing: the (cut) corner
+    pixel += torch.arange(b, device=points.device) * (padded * padded) + (padded + 1)  # 1-pixel border
+    far = ((DEPTH_RANGE / 2 - points[:, 2]) * DEPTH_SCALE).clamp_(0, 2**DEPTH_BITS - 1).long()
+    key = torch.add(torch.arange(p * b, device=points.device).view(p, b), far, alpha=2**ID_BITS)
+    buf = torch.full((b * padded * padded,), EMPTY, dtype=torch.int64, device=points.device)
+    buf.scatter_reduce_(0, pixel.view(-1), key.view(-1), reduce="amin", include_self=True)
+    buf = _fill_holes(buf.view(b, padded, padded)[:, 1:-1, 1:-1]).reshape(b, size * size)
     winner = (buf & (2**ID_BITS - 1)) // b  # point index (ids are p · B + b)
-    return torch.where(buf == EMPTY, torch.full_like(winner, -1), winner)
+    z = DEPTH_RANGE / 2 - (buf >> ID_BITS).float() / DEPTH_SCALE
+    return torch.where(buf == EMPTY, torch.full_like(winner, -1), winner), z
 
 
 def _fill_holes(buf: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.layouts import FACES, sample_prior
 from models.render.faces import FaceRenderer
@@ -26,21 +27,24 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / ((a + b) > 0).sum())
 
 
+@pytest.mark.parametrize("size", [32, S])  # 32 px draws from the coarse mesh, 64 px from the full one
 @pytest.mark.parametrize("mode", ["plain", "photo"])
-def test_rendering_is_deterministic_for_a_seed(renderer, mode) -> None:
+def test_rendering_is_deterministic_for_a_seed(renderer, mode, size) -> None:
     labels = sample_prior(FACES, 4, torch.Generator().manual_seed(1))
-    a = renderer.render(labels, S, mode, torch.Generator().manual_seed(7))
-    b = renderer.render(labels, S, mode, torch.Generator().manual_seed(7))
-    assert torch.equal(a.image, b.image) and torch.equal(a.mask, b.mask)
-    assert a.image.shape == (4, 3, S, S) and 0 <= a.image.min() and a.image.max() <= 1
+    a = renderer.render(labels, size, mode, torch.Generator().manual_seed(7))
+    b = renderer.render(labels, size, mode, torch.Generator().manual_seed(7))
+    assert torch.equal(a.image, b.image) and torch.equal(a.mask, b.mask) and torch.equal(a.depth, b.depth)
+    assert a.image.shape == (4, 3, size, size) and 0 <= a.image.min() and a.image.max() <= 1
     if mode == "photo":
-        c = renderer.render(labels, S, mode, torch.Generator().manual_seed(8))
+        c = renderer.render(labels, size, mode, torch.Generator().manual_seed(8))
         assert not torch.equal(a.image, c.image)
 
 
-def test_yaw_plus_is_the_mirror_of_yaw_minus_and_turns_the_nose_right(renderer) -> None:
-    out = renderer.render(torch.cat([_labels(yaw=1.0), _labels(yaw=-1.0)]), S)
+@pytest.mark.parametrize("size", [32, S])
+def test_yaw_plus_is_the_mirror_of_yaw_minus_and_turns_the_nose_right(renderer, size) -> None:
+    out = renderer.render(torch.cat([_labels(yaw=1.0), _labels(yaw=-1.0), _labels(yaw=2.0), _labels(yaw=-2.0)]), size)
     assert _iou(out.mask[0], out.mask[1].flip(-1)) >= 0.98
+    assert _iou(out.mask[2], out.mask[3].flip(-1)) >= 0.98
     pix, z = renderer.camera_vertices(_labels(yaw=1.0), S)
     nose = renderer.model.mean_shape[:, 2].argmax()
     assert pix[0, nose, 0] > S / 2 + 5  # layout: positive yaw turns the face toward the image's right
@@ -63,12 +67,36 @@ def test_near_surface_wins_the_depth_test(renderer) -> None:
     assert ((drawn - z[0])[on_face] > 0.3).sum() > 50  # and many farther ones were hidden
 
 
-def test_shape_component_changes_silhouette_texture_changes_only_colour(renderer) -> None:
-    shape = renderer.render(torch.cat([_labels(shape0=3.0), _labels(shape0=-3.0)]), S)
+@pytest.mark.parametrize("size", [32, S])
+def test_shape_component_changes_silhouette_texture_changes_only_colour(renderer, size) -> None:
+    shape = renderer.render(torch.cat([_labels(shape0=3.0), _labels(shape0=-3.0)]), size)
     assert _iou(shape.mask[0], shape.mask[1]) < 0.95
-    tex = renderer.render(torch.cat([_labels(tex0=3.0), _labels(tex0=-3.0)]), S)
+    tex = renderer.render(torch.cat([_labels(tex0=3.0), _labels(tex0=-3.0)]), size)
     assert torch.equal(tex.mask[0], tex.mask[1])
     assert (tex.image[0] - tex.image[1]).abs()[:, tex.mask[0, 0] > 0].mean() > 0.05
+
+
+def test_small_renders_from_the_coarse_mesh_show_the_same_faces(renderer) -> None:
+    """At 32 px the renderer draws from a clustered copy of the mesh (models/render/_decimate.py). It must
+    draw what the full mesh draws, and what a 128-px render shows once averaged down to 32 px."""
+    labels = torch.cat([sample_prior(FACES, 12, torch.Generator().manual_seed(11)), _labels(yaw=2.0),
+                        _labels(yaw=-2.0), _labels(pitch=1.5), _labels(pitch=-1.5)])
+    fast = renderer.render(labels, 32)
+    full = FaceRenderer(coarse=False).render(labels, 32)
+    assert not torch.equal(fast.image, full.image)  # so the coarse path is what is being compared
+    large = renderer.render(labels, 128)
+    small_image, small_cover = F.avg_pool2d(large.image, 4), F.avg_pool2d(large.mask, 4)
+
+    def agreement(out, mask, image):  # per face: mask IoU, mean |RGB difference| over the whole image
+        iou = (out.mask * mask).sum((1, 2, 3)) / ((out.mask + mask) > 0).sum((1, 2, 3))
+        return iou, (out.image - image).abs().mean((1, 2, 3))
+
+    iou, diff = agreement(fast, full.mask, full.image)
+    assert iou.min() >= 0.98 and diff.max() <= 0.03
+    iou_fast, diff_fast = agreement(fast, (small_cover > 0.5).float(), small_image)
+    iou_full, diff_full = agreement(full, (small_cover > 0.5).float(), small_image)
+    assert iou_fast.min() >= 0.9 and diff_fast.max() <= 0.035
+    assert iou_fast.mean() >= iou_full.mean() - 0.01 and diff_fast.mean() <= diff_full.mean() + 0.005
 
 
 def test_bad_inputs_name_the_field(renderer) -> None:
