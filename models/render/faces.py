@@ -209,6 +209,9 @@ class FaceRenderer:
         """
         labels = self._check(labels, size, mode)
         b, pixels = labels.shape[0], size * size
+        if b == 0:  # an empty request (e.g. the tail of a plan) gets empty outputs, not a crash
+            empty = torch.zeros(0, 1, size, size, device=self.device)
+            return RenderOutput(torch.zeros(0, 3, size, size, device=self.device), empty, empty.clone())
         level = self._level(size)
         params = None
         if mode == "photo":  # drawn up front for the whole batch: the photo does not depend on chunking
@@ -219,7 +222,7 @@ class FaceRenderer:
         light = torch.nn.functional.normalize(torch.tensor(PLAIN_LIGHT, device=self.device), dim=0)
         per_chunk = max(1, RASTER_CHUNK_BYTES // (level.pattern.n_points * 16))
         start = 0
-        for piece in labels.tensor_split(max(1, -(-b // per_chunk))):  # equal-sized chunks, no small tail
+        for piece in labels.tensor_split(-(-b // per_chunk)):  # equal-sized chunks, no small tail
             surf = self._rasterise(level, piece, size)
             flat = surf.hit + start * pixels
             mask[flat] = 1.0

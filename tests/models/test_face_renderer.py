@@ -104,3 +104,9 @@ def test_bad_inputs_name_the_field(renderer) -> None:
         renderer.render(torch.zeros(2, 16), S)
     with pytest.raises(ValueError, match="mode"):
         renderer.render(_labels(), S, "cartoon")
+
+
+@pytest.mark.parametrize("mode", ["plain", "photo"])
+def test_an_empty_batch_renders_to_empty_outputs(renderer, mode) -> None:
+    out = renderer.render(torch.zeros(0, FACES.dim), 32, mode, torch.Generator().manual_seed(0))
+    assert out.image.shape == (0, 3, 32, 32) and out.mask.shape == (0, 1, 32, 32)
