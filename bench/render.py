@@ -29,6 +29,14 @@ def _rate(renderer: FaceRenderer, size: int, mode: str, batch: int, repeats: int
     return batch * repeats / (time.perf_counter() - start)
 
 
+def _loadavg() -> float | None:
+    """1-minute load average when the figures were taken (None where /proc is missing)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one timed batch per figure (< 30 s)")
@@ -43,6 +51,8 @@ def main() -> None:
         "photo_32_faces_per_s": round(_rate(renderer, 32, "photo", 256, repeats), 1),
         "plain_128_faces_per_s": round(_rate(renderer, 128, "plain", 64, repeats), 1),
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu-{args.threads}thread",
+        # other work on the machine skews CPU figures (2 busy threads on 2 cores halve them or worse)
+        "loadavg_1m": _loadavg(),
     }
     machine = result["device"].replace(" ", "-") if args.device.startswith("cuda") else f"cpu-{args.threads}core"
     out = Path(__file__).parent / "results" / f"render-{machine}.json"
