@@ -16,14 +16,25 @@ one pass over the running jobs, reading only the database:
 deadline = clamp(2 × p99 of this job's finished shard times, floor, ceiling). The Redis visibility
 timeout is set to the ceiling, so the broker never redelivers before the reconciler would.
 
-Run it as a thread next to a worker (`labelforge worker` does: `start_reconciler_thread`), or as the
-`worker.tasks.reconcile` task. Several reconcilers at once are safe: each re-send is a compare-and-set
-on the shard's task id.
+Run it as a process next to a worker (`labelforge worker` does: `ReconcilerProcess`, i.e.
+`python -m worker.reconciler`), or as the `worker.tasks.reconcile` task. Several reconcilers at once are
+safe: each re-send is a compare-and-set on the shard's task id.
+
+Why a process and not a thread in the worker: Celery's main process forks a replacement pool process
+whenever one dies. A fork copies whatever a second thread holds at that instant — SQLite's in-process
+lock bookkeeping mid-transaction, a half-used broker connection — and the child then waits forever on a
+lock no live process holds (seen as a shard "received" that never starts: the new pool process sits in
+`claim_shard`, inside SQLite's busy handler, until the broker's 1-hour visibility timeout). A process
+that forks must run no other threads; so the reconciler lives in a process of its own.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -157,26 +168,47 @@ def _reconcile_job(session: Session, job_id: str, settings: Settings, now: datet
             report.resent_lost += send_shard(session, job.kind, s, celery=celery)
 
 
-class ReconcilerThread(threading.Thread):
-    """Runs `reconcile_once` every `reconcile_interval_s` until `stop()`; errors are logged, never fatal."""
-
-    def __init__(self, settings: Settings | None = None):
-        super().__init__(name="labelforge-reconciler", daemon=True)
-        self.settings = settings or get_settings()
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.settings.reconcile_interval_s):
-            try:
-                reconcile_once(self.settings)
-            except Exception:  # a DB or broker hiccup must not kill the loop
-                log.exception("reconciler pass failed")
-
-    def stop(self) -> None:
-        self._stop_event.set()
+def run_reconciler(settings: Settings | None = None, parent_pid: int | None = None) -> None:
+    """Run `reconcile_once` every `reconcile_interval_s` until SIGTERM or until `parent_pid` (the worker
+    that started this process) is gone; a failed pass is logged, never fatal."""
+    settings = settings or get_settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(settings.reconcile_interval_s):
+        if parent_pid is not None and os.getppid() != parent_pid:  # the worker died without stopping us
+            return
+        try:
+            reconcile_once(settings)
+        except Exception:  # a DB or broker hiccup must not kill the loop
+            log.exception("reconciler pass failed")
 
 
-def start_reconciler_thread(settings: Settings | None = None) -> ReconcilerThread:
-    thread = ReconcilerThread(settings)
-    thread.start()
-    return thread
+class ReconcilerProcess:
+    """`python -m worker.reconciler` as a child of the calling worker (same environment, same log)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "worker.reconciler", "--parent", str(os.getpid())])
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of `python -m worker.reconciler [--parent PID]`."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Reconciler] %(message)s")
+    parent = int(argv[argv.index("--parent") + 1]) if "--parent" in argv else None
+    run_reconciler(parent_pid=parent)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

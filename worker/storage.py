@@ -17,11 +17,13 @@ import io
 import logging
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,14 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MULTIPART_PART_SIZE = 16 * 1024 * 1024  # bytes per multipart part; objects larger than this go multipart
 MAX_PRESIGN_S = 7 * 24 * 3600  # S3's own upper bound on a presigned URL's lifetime
 _TMP_DIR = ".labelforge-tmp"  # hidden folder under a LocalStorage root holding in-flight writes
+
+# S3 client timeouts and retries. The SDK's defaults (5 min connect and read timeouts, 5 retries inside
+# the call) let one request to a hung or unreachable server stall a shard for minutes, silently. Short
+# timeouts and one quick in-client retry bound every call to about 2 × (connect + read) seconds; longer
+# outages surface as TransientStorageError, which the shard task retries with backoff and heartbeats.
+S3_CONNECT_TIMEOUT_S = 3.0
+S3_READ_TIMEOUT_S = 30.0  # per socket read, i.e. the longest S3 may stay silent (a large part's PUT reply)
+S3_CLIENT_RETRIES = 1
 
 
 class StorageError(Exception):
@@ -110,6 +120,50 @@ class Storage(Protocol):
 
     def presign_get(self, key: str, expires_s: int = 3600) -> str | None:
         """A time-limited GET URL, or None when the backend has no such thing (local)."""
+
+
+class KeepAliveStorage:
+    """`inner`, except that while a write runs `beat()` is called every `interval_s` (from a helper thread).
+
+    Why: a running shard proves it is alive by heartbeats that come with generation progress. Blocked in
+    storage — a slow upload, a connection retried during an outage — it would fall silent, and the
+    reconciler would start a second copy and count the first as a crash (enough of those and a healthy
+    shard is failed as poison). Every S3 call is bounded by the client timeouts, so this keeps a shard
+    alive only for as long as one bounded call, never for a hang.
+    """
+
+    def __init__(self, inner: Storage, beat: Callable[[], None], interval_s: float):
+        self.inner, self.beat, self.interval_s = inner, beat, interval_s
+
+    def __getattr__(self, name: str) -> Any:  # reads and everything else: straight through
+        return getattr(self.inner, name)
+
+    def put_file(self, key: str, path: Path, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
+        with self._beating():
+            self.inner.put_file(key, path, content_type)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
+        with self._beating():
+            self.inner.put_bytes(key, data, content_type)
+
+    @contextmanager
+    def _beating(self) -> Iterator[None]:
+        done = threading.Event()
+
+        def run() -> None:
+            while not done.wait(self.interval_s):
+                try:
+                    self.beat()
+                except Exception:  # a missed beat is no reason to abort the upload
+                    log.warning("heartbeat during a storage call failed", exc_info=True)
+
+        thread = threading.Thread(target=run, name="lf-storage-keepalive", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
 
 class LocalStorage:
@@ -238,6 +292,8 @@ class S3Storage:
         secure: bool = True,
         region: str | None = None,
         part_size: int = MULTIPART_PART_SIZE,
+        connect_timeout_s: float = S3_CONNECT_TIMEOUT_S,
+        read_timeout_s: float = S3_READ_TIMEOUT_S,
     ):
         from minio import Minio
 
@@ -247,7 +303,8 @@ class S3Storage:
         self.prefix = validate_key(prefix.strip("/") + "/", allow_empty=True) if prefix.strip("/") else ""
         self.part_size = part_size
         endpoint = endpoint.removeprefix("https://").removeprefix("http://").rstrip("/")
-        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region,
+                            http_client=_http_client(connect_timeout_s, read_timeout_s))
 
     def __repr__(self) -> str:
         return f"S3Storage(s3://{self.bucket}/{self.prefix})"
@@ -331,6 +388,20 @@ class S3Storage:
             raise ValueError(f"expires_s: must be in 1..{MAX_PRESIGN_S}, got {expires_s}")
         return self._call(f"presign {key}", self.client.presigned_get_object, self.bucket, self._full(key),
                           expires=timedelta(seconds=expires_s))
+
+
+def _http_client(connect_timeout_s: float, read_timeout_s: float):  # type: ignore[no-untyped-def]
+    """The SDK's own urllib3 pool settings, with bounded timeouts and retries (see S3_CONNECT_TIMEOUT_S)."""
+    import certifi
+    import urllib3
+
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=S3_CLIENT_RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
 
 
 class _ResponseStream(io.RawIOBase):

@@ -53,7 +53,7 @@ from worker.jobs import send_finalize
 from worker.reconciler import fail_job, poison_reason, reconcile_once, shard_deadline_s
 from worker.resources import get_bundle, get_storage, warm_bundles
 from worker.settings import Settings, get_settings
-from worker.storage import TransientStorageError
+from worker.storage import KeepAliveStorage, TransientStorageError
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +176,18 @@ def _fault_hook(shard: int) -> None:
         time.sleep(sleep_s)
 
 
+def _keepalive_storage(settings: Settings, monitor: Monitor) -> KeepAliveStorage:
+    """Storage that keeps the shard's heartbeat going while an upload waits (see KeepAliveStorage)."""
+    return KeepAliveStorage(get_storage(settings), monitor._beat, settings.heartbeat_interval_s)
+
+
 def _run_dataset(settings: Settings, claim: Claim, monitor: Monitor) -> StoredShard | None:
     from models.engine import generate_shards
     from models.spec import DatasetSpec
 
     spec = DatasetSpec.model_validate(claim.spec)
     bundle = get_bundle(settings, claim.bundle)
-    infos = generate_shards(spec, bundle, get_storage(settings), claim.prefix, [claim.shard],
+    infos = generate_shards(spec, bundle, _keepalive_storage(settings, monitor), claim.prefix, [claim.shard],
                             progress=monitor.progress, cancelled=monitor.cancelled)
     if not infos:  # cancelled before the shard was complete: nothing was stored
         return None
@@ -192,7 +197,7 @@ def _run_dataset(settings: Settings, claim: Claim, monitor: Monitor) -> StoredSh
 
 def _run_labeling(settings: Settings, claim: Claim, monitor: Monitor) -> StoredShard | None:
     bundle = get_bundle(settings, claim.bundle)
-    done = labeling.label_shard(claim.spec, bundle, get_storage(settings), claim.prefix, claim.shard,
+    done = labeling.label_shard(claim.spec, bundle, _keepalive_storage(settings, monitor), claim.prefix, claim.shard,
                                 max_pixels=settings.max_image_pixels, max_bytes=settings.max_upload_bytes * settings.max_archive_expand_ratio,
                                 progress=monitor.progress, cancelled=monitor.cancelled)
     if done is None:

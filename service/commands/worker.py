@@ -1,8 +1,10 @@
 """`labelforge worker`: one Celery worker on the `gpu` and `default` queues, plus the reconciler.
 
-Equivalent to `celery -A worker.celery_app worker -Q gpu,default -c N` with the reconciler thread of
-worker/reconciler.py started once the pool is up, so the same command works embedded (folder broker,
-SQLite) and distributed (Redis, PostgreSQL). Configuration comes from `LABELFORGE_*` variables.
+Equivalent to `celery -A worker.celery_app worker -Q gpu,default -c N` plus the reconciler of
+worker/reconciler.py in a child process of its own (never a thread: Celery's main process forks
+replacement pool processes, and a fork must not copy another thread's half-held locks), so the same
+command works embedded (folder broker, SQLite) and distributed (Redis, PostgreSQL). Configuration comes
+from `LABELFORGE_*` variables.
 """
 
 from __future__ import annotations
@@ -42,20 +44,20 @@ def worker(
     from celery.signals import worker_ready, worker_shutdown
 
     from worker.celery_app import app as celery
-    from worker.db import init_db
-    from worker.reconciler import ReconcilerThread
+    from worker.db import get_engine, init_db
+    from worker.reconciler import ReconcilerProcess
 
     settings.ensure_dirs()
     init_db()
-    thread = ReconcilerThread(settings)
+    get_engine().dispose()  # this process forks the pool: it keeps no DB connection open across a fork
+    process = ReconcilerProcess()
 
     if reconciler:
-        # Start after the pool has forked its children, so they do not inherit the thread's state.
         def _start(**_: Any) -> None:
-            thread.start()
+            process.start()
 
         def _stop(**_: Any) -> None:
-            thread.stop()
+            process.stop()
 
         worker_ready.connect(_start, weak=False)
         worker_shutdown.connect(_stop, weak=False)

@@ -3,7 +3,7 @@
 Outage: the S3 endpoint (moto's server behind a TCP proxy) goes off the network for 10 s while a job
 runs. Shard tasks hit connection errors, retry with backoff, and the job completes with every sample
 once and byte-identical shards; a watcher listing the bucket directly throughout sees no partial
-object. (moto keeps objects only in memory, so the proxy is what stops: stopping moto itself would
+object; and no shard start is taken for a crash (each start ends stored or released for a retry). (moto keeps objects only in memory, so the proxy is what stops: stopping moto itself would
 also erase the bucket, which no real S3 outage does.)
 
 Full disk: local storage on a 3 MiB tmpfs that holds one shard but not two. The job fails at once with
@@ -99,11 +99,15 @@ def test_s3_outage_of_10s_mid_job(tmp_path: Path, tiny_bundle_dir: Path, pg_url:
     retry_logs = sum(w.log().count("transient storage error; retrying") for w in stack.fleet.workers)
     check = check_dataset(direct, pg_url, job_id, 8 * 512, reference_sha=expected, scratch=tmp_path)
     assert retries >= 1 and retry_logs >= 1, "no shard met the outage"
+    # Every start ended stored or released for a retry: none was taken for a crash (a shard blocked in
+    # the S3 client keeps heartbeating, so the reconciler never starts a second copy of it).
+    assert starts == len(rows) + retries, (starts, len(rows), retries)
     assert report.partial == [] and report.unexpected == [], report
     record("storage_outage", "the S3 endpoint refused connections for 10 s mid-job: shard tasks retried with "
            "backoff and the job succeeded with every sample once, shards byte-identical to an undisturbed run; "
            "the bucket, listed directly throughout, never showed a partial object",
            outage_s=10, retries=retries, retry_log_lines=retry_logs, shard_starts=starts, shards=len(rows),
+           starts_counted_as_crashes=starts - len(rows) - retries,
            samples_expected=check.expected, samples_found=check.found, samples_duplicated=check.duplicated,
            seconds_to_finish_after_outage=round(recover_s, 2), storage_listings=report.listings,
            partial_objects_seen=len(report.partial))

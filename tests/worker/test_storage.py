@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from worker.storage import (
+    S3_CLIENT_RETRIES,
+    KeepAliveStorage,
     LocalStorage,
     ObjectNotFoundError,
     S3Storage,
@@ -184,6 +186,73 @@ def test_unreachable_server_is_a_transient_error(tmp_path: Path) -> None:
     store.client._http.connection_pool_kw["retries"] = 0  # fail fast instead of urllib3's retry loop
     with pytest.raises(TransientStorageError):
         store.put_bytes("x", b"1")
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers: a hung S3 endpoint. Counts the connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_hung_server_fails_the_call_quickly_with_bounded_retries() -> None:
+    """The SDK alone would wait 5 min per try and try 6 times; a shard must instead get a
+    TransientStorageError (which it retries with backoff) after one quick in-client retry."""
+    server = SilentServer()
+    read_timeout_s = 0.5
+    store = S3Storage("lf-bucket", endpoint=f"127.0.0.1:{server.port}", access_key="a", secret_key="b",
+                      secure=False, region="us-east-1", read_timeout_s=read_timeout_s)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientStorageError, match="timed out"):
+            store.put_bytes("x", b"1")
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert len(server.accepted) == 1 + S3_CLIENT_RETRIES
+    assert took >= (1 + S3_CLIENT_RETRIES) * read_timeout_s  # it did wait for the server each time...
+    assert took < 10 * (1 + S3_CLIENT_RETRIES) * read_timeout_s  # ...and then gave up, not minutes later
+
+
+def test_keepalive_storage_beats_while_a_write_waits(tmp_path: Path) -> None:
+    """A write blocked in storage keeps the shard's heartbeat going, and only while it runs."""
+    beats: list[float] = []
+
+    class SlowStorage(LocalStorage):
+        def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+            time.sleep(1.0)
+            if key == "fails":
+                raise TransientStorageError("server went away")
+            super().put_bytes(key, data, content_type)
+
+    store = KeepAliveStorage(SlowStorage(tmp_path), lambda: beats.append(time.monotonic()), interval_s=0.1)
+    store.put_bytes("a", b"payload")
+    assert store.get_bytes("a") == b"payload"  # reads pass straight through
+    assert len(beats) >= 3  # ~9 expected; a loaded machine may delay the thread, never stop it
+    after = len(beats)
+    with pytest.raises(TransientStorageError):
+        store.put_bytes("fails", b"x")
+    assert len(beats) > after
+    stopped = len(beats)
+    time.sleep(0.4)
+    assert len(beats) == stopped  # no beats once no write is running
 
 
 def test_storage_from_url(monkeypatch, tmp_path: Path, moto_endpoint, s3_bucket) -> None:

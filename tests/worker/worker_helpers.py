@@ -62,8 +62,9 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def pool_pids(self) -> list[int]:
+        """The Celery pool processes: the worker's children except its reconciler process."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        return [int(p) for p in out.split() if not _is_reconciler(int(p))]
 
     def kill(self) -> None:
         """SIGKILL the whole worker (main process and pool), as a machine losing power would."""
@@ -78,6 +79,13 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.kill()
         self._log.close()
+
+
+def _is_reconciler(pid: int) -> bool:
+    try:
+        return b"worker.reconciler" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # exited meanwhile
+        return False
 
 
 def make_tenant(database_url: str, name: str | None = None) -> str:
