@@ -17,7 +17,8 @@ How the dataset comparison is kept fair:
 - start-up is outside both: the engine's bundle is loaded before its clock starts, and the server's
   worker has run a small warm-up job (its process and bundle are up) before the timed jobs.
 - same conditions: the two alternate `--repeats` times while the server is up (idle between its
-  jobs), and each keeps its best run, as the machine may be shared.
+  jobs), and each keeps its best run, as the machine may be shared (the 1-minute load average at the
+  start and end is recorded; with load 5–8 on 2 cores single runs vary by ±40 %, hence 3 repeats).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--bundle", default="faces-m")
     parser.add_argument("--count", type=int, default=4000, help="samples in the dataset comparison")
     parser.add_argument("--requests", type=int, default=300, help="/predict calls per concurrency level")
-    parser.add_argument("--repeats", type=int, default=2, help="service/engine dataset runs, alternating")
+    parser.add_argument("--repeats", type=int, default=3, help="service/engine dataset runs, alternating")
     args = parser.parse_args()
     from models.runtime import Bundle
 
@@ -136,6 +137,7 @@ def main() -> None:
     spec = {"name": "bench", "bundle": args.bundle, "count": args.count, "shard_size": max(1, args.count // 4),
             "seed": 1, "image": {"format": "jpg"}}
     bundle = Bundle.load(args.bundles / args.bundle, engine="onnx", device="cpu")
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="lf-bench-") as tmp_s:
         tmp = Path(tmp_s)
         proc, url, key = start_serve(tmp, args.bundles)
@@ -159,7 +161,7 @@ def main() -> None:
     result.update(dataset_count=args.count, dataset_shards=4, service_s=round(service_s, 2), engine_s=round(engine_s, 2),
                   service_runs_s=[round(x, 2) for x in service_runs], engine_runs_s=[round(x, 2) for x in engine_runs],
                   service_vs_engine_ratio=round(engine_s / service_s, 3),
-                  load_avg_1m=os.getloadavg()[0])
+                  load_avg_1m_start=round(load_start, 2), load_avg_1m=round(os.getloadavg()[0], 2))
     out = REPO / "bench" / "results" / f"service-{result['device']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

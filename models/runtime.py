@@ -49,6 +49,10 @@ class _OnnxNet:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads sleep instead of spin-waiting for the next Run. Between two generator
+        # batches the engine's encode and writer threads need the cores; spinning threads took them
+        # (measured on a loaded 2-core machine: a 4000-image dataset 12.9 s → 9.1 s, median of 4).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -106,7 +106,10 @@ class Settings(BaseSettings):
         description="Redis visibility timeout, s; 0 = shard_deadline_ceiling_s, so the broker never redelivers a "
         "shard before the reconciler would.",
     )
-    broker_polling_interval_s: float = Field(default=0.2, gt=0, description="Poll period of the embedded folder broker, s.")
+    # The folder broker is polled: each hand-off (API → first shard, shard → next shard, → finalize) waits
+    # half a period on average. 0.2 s cost a 4-shard job ~0.5 s (5 % of its time on 2 cores); 0.05 s costs an
+    # idle worker ~0.5 % of a core (measured). Redis and other brokers push, so this is embedded-only.
+    broker_polling_interval_s: float = Field(default=0.05, gt=0, description="Poll period of the embedded folder broker, s.")
 
     # --- mode ---
     @property
