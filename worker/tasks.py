@@ -149,9 +149,10 @@ class Monitor:
     def progress(self, n: int) -> None:
         self.samples += n
         if time.monotonic() - self._last_beat >= self.settings.heartbeat_interval_s:
-            self._beat()
+            self.beat()
 
-    def _beat(self) -> None:
+    def beat(self) -> None:
+        """Record progress and liveness now; also called by KeepAliveStorage while an upload waits."""
         self._last_beat = time.monotonic()
         with _session(self.settings) as session, session.begin():
             row = session.get(ShardTask, (self.job_id, self.shard))
@@ -178,7 +179,7 @@ def _fault_hook(shard: int) -> None:
 
 def _keepalive_storage(settings: Settings, monitor: Monitor) -> KeepAliveStorage:
     """Storage that keeps the shard's heartbeat going while an upload waits (see KeepAliveStorage)."""
-    return KeepAliveStorage(get_storage(settings), monitor._beat, settings.heartbeat_interval_s)
+    return KeepAliveStorage(get_storage(settings), monitor.beat, settings.heartbeat_interval_s)
 
 
 def _run_dataset(settings: Settings, claim: Claim, monitor: Monitor) -> StoredShard | None:
