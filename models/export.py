@@ -26,13 +26,13 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
 from models.layouts import LabelLayout, get_layout
-from models.networks import Discriminator, Generator, NetConfig, Predictor, Simulator
+from models.networks import Discriminator, Generator, ImagePredictor, NetConfig, Predictor, Simulator
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +53,6 @@ class GeneratorExport(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # -> [B, C, S, S]
         return self.generator(z, labels).clamp(0.0, 1.0)
-
-
-class PredictorExport(nn.Module):
-    """D's encoder followed by P: an image in [0, 1] → concat(z̃, l̃).
-
-    D's decoder is dropped from (a copy of) D first: TorchScript keeps every submodule's weights,
-    used or not, and the decoder would double the predictor's file size for nothing.
-    """
-
-    def __init__(self, discriminator: nn.Module, predictor: nn.Module):
-        super().__init__()
-        encoder = copy.deepcopy(discriminator)
-        for unused in ("dec_fc", "decoder"):
-            if hasattr(encoder, unused):
-                delattr(encoder, unused)
-        self.discriminator = cast(Discriminator, encoder)
-        self.predictor = predictor
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B, C, S, S] -> [B, Nz + D]
-        return self.predictor(self.discriminator.encode(images))
 
 
 def sha256_file(path: Path) -> str:
@@ -113,8 +93,7 @@ def export_bundle(
     net: NetConfig,
     generator: nn.Module,
     simulator: nn.Module,
-    discriminator: nn.Module,
-    predictor: nn.Module,
+    image_predictor: nn.Module,
     trainer: str = "renderbegan",
     trainer_config: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
@@ -127,14 +106,14 @@ def export_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        g, s, d, p = (copy.deepcopy(m).cpu().float().eval() for m in (generator, simulator, discriminator, predictor))
+        g, s, p = (copy.deepcopy(m).cpu().float().eval() for m in (generator, simulator, image_predictor))
         b, size = 2, net.image_size
         z = torch.randn(b, net.nz)
         labels = torch.randn(b, net.label_dim)
         images = torch.rand(b, net.channels, size, size)
         _export_one(GeneratorExport(g).eval(), (z, labels), ["z", "labels"], "images", tmp, "generator")
         _export_one(s, (labels,), ["labels"], "images", tmp, "simulator")
-        _export_one(PredictorExport(d, p).eval(), (images,), ["images"], "z_labels", tmp, "predictor")
+        _export_one(p, (images,), ["images"], "z_labels", tmp, "predictor")
         files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         manifest = {
             "format_version": BUNDLE_FORMAT_VERSION,
@@ -175,10 +154,10 @@ def export_run(run_dir: Path | str, out_dir: Path | str, name: str | None = None
     from models.trainers.run import load_run
 
     run = load_run(run_dir, device="cpu")
-    missing = [k for k in ("generator", "discriminator", "predictor") if getattr(run, k) is None]
+    missing = [k for k in ("generator", "image_predictor") if getattr(run, k) is None]
     if missing:
-        raise ValueError(f"run {run_dir}: trainer '{run.trainer}' has no {', '.join(missing)}; only a full "
-                         "RenderBEGAN-style run can be exported as a bundle")
+        raise ValueError(f"run {run_dir}: trainer '{run.trainer}' has no {', '.join(missing)}; only a run that "
+                         "both generates and predicts can be exported as a bundle")
     report = Path(run_dir) / EVAL_REPORT
     evaluation = json.loads(report.read_text()) if report.exists() else None
     return export_bundle(
@@ -189,8 +168,7 @@ def export_run(run_dir: Path | str, out_dir: Path | str, name: str | None = None
         net=run.net,
         generator=run.generator,  # type: ignore[arg-type]
         simulator=run.simulator,
-        discriminator=run.discriminator,  # type: ignore[arg-type]
-        predictor=run.predictor,  # type: ignore[arg-type]
+        image_predictor=run.image_predictor,  # type: ignore[arg-type]
         trainer=run.trainer,
         trainer_config={**run.config, "iteration": run.iteration},
         evaluation=evaluation,
@@ -220,8 +198,7 @@ def export_placeholder(domain: str, out_dir: Path | str, seed: int = 0, **net_ov
         net=net,
         generator=Generator(net),
         simulator=Simulator(net),
-        discriminator=Discriminator(net),
-        predictor=Predictor(net),
+        image_predictor=ImagePredictor(Discriminator(net), Predictor(net)),
         trainer="untrained",
         trainer_config={"seed": seed, "note": "randomly initialised placeholder; replace with a trained bundle"},
         trained=False,

@@ -47,17 +47,17 @@ def from_run(run_dir: str | Path, device: torch.device | str = "cpu") -> EvalMod
     from models.trainers.run import load_run
 
     run = load_run(run_dir, device)
-    if run.generator is None or run.discriminator is None or run.predictor is None:
+    if run.generator is None or run.image_predictor is None:
         raise ValueError(f"run {run_dir} has no generator/predictor (trainer '{run.trainer}'); "
-                         "only GAN runs such as renderbegan can be evaluated")
-    gen, disc, pred = run.generator, run.discriminator, run.predictor
+                         "only runs that both generate and predict can be evaluated")
+    gen, reader = run.generator, run.image_predictor
     nz, dim = run.net.nz, run.net.label_dim
 
     def generate(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return gen(z.to(device), labels.to(device)).clamp(0, 1)
 
     def predict(images: torch.Tensor) -> torch.Tensor:
-        out = pred(disc.encode(images.to(device)))  # [B, nz + D]
+        out = reader(images.to(device))  # [B, nz + D]
         return out[:, nz:nz + dim]
 
     return EvalModel(name=Path(run_dir).name, source="run", path=str(run_dir), domain=run.domain,

@@ -7,6 +7,8 @@ logits, see `models.losses.label_loss`).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -34,3 +36,23 @@ class Predictor(nn.Module):
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, Nz + D] → (z̃ [B, Nz], l̃ [B, D])."""
         return out[:, : self.cfg.nz], out[:, self.cfg.nz :]
+
+
+class ImagePredictor(nn.Module):
+    """D's encoder followed by P: images in [0, 1] → concat(z̃, l̃) — what a bundle's predictor file holds.
+
+    D's decoder is dropped from (a copy of) D: TorchScript keeps every submodule's weights, used or
+    not, and the decoder would double the predictor's file size for nothing.
+    """
+
+    def __init__(self, discriminator: nn.Module, predictor: nn.Module):
+        super().__init__()
+        encoder = copy.deepcopy(discriminator)
+        for unused in ("dec_fc", "decoder"):
+            if hasattr(encoder, unused):
+                delattr(encoder, unused)
+        self.discriminator = encoder
+        self.predictor = predictor
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B, C, S, S] -> [B, Nz + D]
+        return self.predictor(self.discriminator.encode(images))  # type: ignore[operator]

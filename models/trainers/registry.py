@@ -24,19 +24,20 @@ def register_trainer(name: str) -> Callable[[T], T]:
     return wrap
 
 
-def _load_builtin() -> None:
+def load_builtin_trainers() -> None:
+    """Import the built-in trainer modules so their trainers and run builders are registered."""
     import models.trainers.renderbegan  # noqa: F401  (registers "renderbegan")
     import models.trainers.simulator  # noqa: F401  (registers "simulator")
 
 
 def get_trainer(name: str) -> Callable[..., Any]:
     """The training entry point registered under `name`; unknown names list the known ones."""
-    _load_builtin()
+    load_builtin_trainers()
     if name not in _TRAINERS:
         raise ValueError(f"unknown trainer '{name}'; known: {', '.join(sorted(_TRAINERS))}")
     return _TRAINERS[name]
 
 
 def list_trainers() -> list[str]:
-    _load_builtin()
+    load_builtin_trainers()
     return sorted(_TRAINERS)

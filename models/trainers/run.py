@@ -7,20 +7,22 @@
       tb/                     TensorBoard events
       samples/                image grids
 
-Evaluation (H4) and bundle export (H5) read runs only through `load_run`.
+Evaluation and bundle export read runs only through `load_run`, which asks the run's trainer (its
+`register_run_builder`) to turn the checkpoint into the standard `RunModules`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.networks import Discriminator, Generator, NetConfig, Predictor, Simulator
+from models.networks import Discriminator, Generator, ImagePredictor, NetConfig, Predictor, Simulator
 from models.trainers.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 OPTIONS_NAME = "training_options.json"
@@ -28,19 +30,63 @@ LOG_NAME = "log.jsonl"
 
 
 @dataclass
-class TrainedRun:
-    run_dir: Path
-    trainer: str  # "renderbegan" | "simulator"
-    domain: str  # registered domain name
-    layout: str  # layout name
-    net: NetConfig
-    config: dict[str, Any]  # full resolved training config (what training_options.json holds)
-    iteration: int  # completed iterations (simulator runs: completed steps)
+class RunModules:
+    """The networks every trainer's run must offer, in eval mode, so export, evaluation and the
+    service treat all methods alike (the bundle contract of DESIGN.md):
+
+      generator        (z [B, nz], labels [B, D]) → images [B, C, S, S]; pixels in [0, 1] after the
+                       clamp that export/evaluation apply (a tanh generator maps to [0, 1] inside);
+      simulator        labels [B, D] → images (the neural simulator S, or the renderer's stand-in);
+      image_predictor  images [B, C, S, S] in [0, 1] → [B, nz + D] = concat(z̃, l̃);
+      parts            every module the checkpoint holds, by name (trainer-specific: D, P, critic, …).
+    """
+
     generator: nn.Module | None
     simulator: nn.Module
-    discriminator: nn.Module | None
-    predictor: nn.Module | None
+    image_predictor: nn.Module | None
+    parts: dict[str, nn.Module] = field(default_factory=dict)
+
+
+RunBuilder = Callable[[dict[str, Any], dict[str, Any], NetConfig, str], RunModules]
+_BUILDERS: dict[str, RunBuilder] = {}
+
+
+def register_run_builder(trainer: str) -> Callable[[RunBuilder], RunBuilder]:
+    """Register how a trainer's checkpoint becomes `RunModules`:
+    `fn(options, states, net, device)` with `states` = the checkpoint's `models` dict."""
+
+    def wrap(fn: RunBuilder) -> RunBuilder:
+        if trainer in _BUILDERS:
+            raise ValueError(f"run builder for '{trainer}' registered twice")
+        _BUILDERS[trainer] = fn
+        return fn
+
+    return wrap
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    trainer: str  # registered trainer name ("renderbegan", "simulator", …)
+    domain: str  # registered domain name
+    layout: str  # layout name
+    net: NetConfig  # the bundle-facing sizes: nz, label_dim, image_size, channels (+ RenderBEGAN widths)
+    config: dict[str, Any]  # full resolved training config (what training_options.json holds)
+    iteration: int  # completed iterations (simulator runs: completed steps)
+    modules: RunModules
     metrics: dict[str, float]  # latest logged scalars
+
+    @property
+    def generator(self) -> nn.Module | None:
+        return self.modules.generator
+
+    @property
+    def simulator(self) -> nn.Module:
+        return self.modules.simulator
+
+    @property
+    def image_predictor(self) -> nn.Module | None:
+        return self.modules.image_predictor
 
 
 def prepare_run_dir(out: Path, resume: bool) -> Path:
@@ -75,7 +121,9 @@ def append_log(run_dir: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def _build(cls: type[nn.Module], net: NetConfig, state: dict[str, Any] | None, device: str) -> nn.Module | None:
+def build_module(cls: Callable[[NetConfig], nn.Module], net: NetConfig, state: dict[str, Any] | None,
+                 device: str) -> nn.Module | None:
+    """`cls(net)` with `state` loaded, on `device`, in eval mode; None when the checkpoint lacks it."""
     if state is None:
         return None
     module = cls(net)
@@ -83,31 +131,48 @@ def _build(cls: type[nn.Module], net: NetConfig, state: dict[str, Any] | None, d
     return module.to(device).eval()
 
 
+@register_run_builder("renderbegan")
+@register_run_builder("simulator")
+def _renderbegan_modules(options: dict[str, Any], states: dict[str, Any], net: NetConfig, device: str) -> RunModules:
+    """S, G, D, P of thesis §3.3; the image predictor is D's encoder followed by P."""
+    sim_net = NetConfig.from_dict(options.get("simulator_net", options["net"]))  # S may be narrower/wider
+    simulator = build_module(Simulator, sim_net, states["simulator"], device)
+    assert simulator is not None
+    parts = {name: m for name, m in (
+        ("generator", build_module(Generator, net, states.get("generator"), device)),
+        ("discriminator", build_module(Discriminator, net, states.get("discriminator"), device)),
+        ("predictor", build_module(Predictor, net, states.get("predictor"), device)),
+        ("simulator", simulator)) if m is not None}
+    reader = None
+    if "discriminator" in parts and "predictor" in parts:
+        reader = ImagePredictor(parts["discriminator"], parts["predictor"]).eval()
+    return RunModules(generator=parts.get("generator"), simulator=simulator, image_predictor=reader, parts=parts)
+
+
 def load_run(run_dir: Path | str, device: str = "cpu") -> TrainedRun:
     """Rebuild a run's networks from its options and latest checkpoint, in eval mode on `device`."""
+    from models.trainers.registry import load_builtin_trainers
+
+    load_builtin_trainers()  # trainer modules register their run builders on import
     run_dir = Path(run_dir)
     options = read_options(run_dir)
     ckpt_path = run_dir / CHECKPOINT_NAME
     if not ckpt_path.exists():
         raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT_NAME} yet (training has not saved one)")
+    trainer = options["trainer"]
+    if trainer not in _BUILDERS:
+        raise ValueError(f"{run_dir}: trainer '{trainer}' has no run builder; known: {', '.join(sorted(_BUILDERS))}")
     ckpt = load_checkpoint(ckpt_path, "cpu")
     net = NetConfig.from_dict(options["net"])
-    states = ckpt["models"]
-    sim_net = NetConfig.from_dict(options.get("simulator_net", options["net"]))  # S may be narrower/wider
-    simulator = _build(Simulator, sim_net, states["simulator"], device)
-    assert simulator is not None
     return TrainedRun(
         run_dir=run_dir,
-        trainer=options["trainer"],
+        trainer=trainer,
         domain=options["domain"],
         layout=options["layout"],
         net=net,
         config=options,
         iteration=int(ckpt["iteration"]),
-        generator=_build(Generator, net, states.get("generator"), device),
-        simulator=simulator,
-        discriminator=_build(Discriminator, net, states.get("discriminator"), device),
-        predictor=_build(Predictor, net, states.get("predictor"), device),
+        modules=_BUILDERS[trainer](options, ckpt["models"], net, device),
         metrics={k: float(v) for k, v in ckpt.get("metrics", {}).items()},
     )
 

@@ -71,11 +71,12 @@ def test_load_run_returns_working_eval_modules_and_the_run_files(tmp_path: Path)
     assert run.config["w_c"] == 0.1 and run.config["iterations"] == 6
     assert {"L_D", "L_G", "L_P", "L_c", "L_z", "k_t", "M_global", "L_l/digit"} <= set(run.metrics)
     assert 0.0 <= run.metrics["k_t"] <= 1.0
-    assert all(not m.training for m in (run.generator, run.discriminator, run.predictor, run.simulator))
+    assert set(run.modules.parts) == {"generator", "discriminator", "predictor", "simulator"}
+    assert all(not m.training for m in (run.generator, run.image_predictor, run.simulator))
     z, labels = torch.randn(5, 4), torch.randn(5, 16)
     images = run.generator(z, labels)
     assert images.shape == (5, 1, 8, 8) and torch.isfinite(images).all()
-    assert run.predictor(run.discriminator.encode(images)).shape == (5, 4 + 16)
+    assert run.image_predictor(images).shape == (5, 4 + 16)
     assert run.simulator(labels).shape == (5, 1, 8, 8)
     lines = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert [x["iteration"] for x in lines if "L_D" in x] == [2, 4, 6]
@@ -95,7 +96,7 @@ def test_simulator_trainer_learns_the_renderer(tmp_path: Path) -> None:
     untrained, _, _ = evaluate_simulator(domain, Simulator(run.net), 32, 0)
     assert result["sim_psnr_db"] > untrained["sim_psnr_db"] + 3.0
     assert result["sim_ssim"] > untrained["sim_ssim"]
-    assert run.trainer == "simulator" and run.generator is None and run.predictor is None
+    assert run.trainer == "simulator" and run.generator is None and run.image_predictor is None
     assert (tmp_path / "sim" / "samples" / "contact_sheet.png").exists()
 
 
