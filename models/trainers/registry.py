@@ -12,13 +12,20 @@ from typing import Any, TypeVar
 T = TypeVar("T", bound=Callable[..., Any])
 
 _TRAINERS: dict[str, Callable[..., Any]] = {}
+_CONFIGS: dict[str, type] = {}
 
 
-def register_trainer(name: str) -> Callable[[T], T]:
+def register_trainer(name: str, config: type | None = None) -> Callable[[T], T]:
+    """Register `fn(cfg, run_dir, device="auto", resume=False, progress=None, domain=None) -> dict`
+    (the result holds at least "status", "iteration" and "run_dir"); `config` is its config dataclass,
+    which the generic `labelforge train METHOD` command builds from YAML and flags."""
+
     def wrap(fn: T) -> T:
         if name in _TRAINERS:
             raise ValueError(f"trainer '{name}' registered twice")
         _TRAINERS[name] = fn
+        if config is not None:
+            _CONFIGS[name] = config
         return fn
 
     return wrap
@@ -41,3 +48,11 @@ def get_trainer(name: str) -> Callable[..., Any]:
 def list_trainers() -> list[str]:
     load_builtin_trainers()
     return sorted(_TRAINERS)
+
+
+def get_trainer_config(name: str) -> type:
+    """The config dataclass a trainer was registered with."""
+    get_trainer(name)  # unknown names fail with the list of known ones
+    if name not in _CONFIGS:
+        raise ValueError(f"trainer '{name}' was registered without a config class")
+    return _CONFIGS[name]

@@ -190,5 +190,85 @@ def renderbegan_command(
     _finish(result)
 
 
+def method_command(method: str) -> Any:
+    """The `labelforge train METHOD` command of a sibling method (issue 9): every trainer registered with
+    a config dataclass gets the same options, and `--set key=value` reaches any other config field."""
+
+    def command(
+        domain: Annotated[str | None, typer.Option("--domain", help=DOMAIN_HELP)] = None,
+        out: Annotated[Path, typer.Option("--out", help="Run directory (runs/NAME).")] = Path(f"runs/{method}"),
+        config: Annotated[Path | None, typer.Option("--config", help="YAML file of the method's config options.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly.")] = False,
+        iterations: Annotated[int | None, typer.Option("--iterations", help="Training iterations.")] = None,
+        image_size: Annotated[int | None, typer.Option("--image-size", help="Pixels, power of two 8..128.")] = None,
+        seed: Annotated[int | None, typer.Option("--seed")] = None,
+        overrides: Annotated[list[str] | None, typer.Option(
+            "--set", help="Any config field as key=value (YAML value), repeatable.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+        device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+    ) -> None:
+        from models.trainers.common import TrainingCollapsed, config_from_dict
+        from models.trainers.registry import get_trainer, get_trainer_config
+        from models.trainers.run import prepare_run_dir, read_options
+
+        flags: dict[str, Any] = {"domain": domain, "iterations": iterations, "image_size": image_size, "seed": seed}
+        try:
+            cls = get_trainer_config(method)
+            if resume:
+                options = read_options(out)
+                data = {k: v for k, v in options.items() if k not in ("trainer", "layout", "net")}
+                if iterations is not None:
+                    data["iterations"] = iterations
+            else:
+                data = _read_yaml(config)
+                data.update({k: v for k, v in flags.items() if v is not None})
+                data.update(_parse_overrides(overrides or []))
+            cfg = config_from_dict(cls, data)
+            if hasattr(cfg, "validate"):
+                cfg.validate()
+        except (ValueError, FileNotFoundError, TypeError) as err:
+            raise _fail(str(err)) from None
+        if dry_run:
+            console.print_json(json.dumps(asdict(cfg)))
+            return
+        _setup_logging()
+        try:
+            run_dir = prepare_run_dir(out, resume)
+            if run_dir != out:
+                console.print(f"{out} exists: this run goes to {run_dir}")
+            result = _run_with_progress(get_trainer(method), method, cfg=cfg, run_dir=run_dir, device=device,
+                                        resume=resume)
+        except TrainingCollapsed as err:
+            err_console.print(f"[red]training stopped:[/red] {err}. The last checkpoint is kept.")
+            raise typer.Exit(code=3) from None
+        except (ValueError, FileNotFoundError) as err:
+            raise _fail(str(err)) from None
+        _finish(result)
+
+    command.__doc__ = f"Train the '{method}' method (see docs/methods.md) with checkpoints and exact resume."
+    return command
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set lr=1e-4 --set net.c=16` → {"lr": 1e-4, "net": {"c": 16}}; values parse as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: '{item}' is not key=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+SIBLING_METHODS: tuple[str, ...] = ()  # trainers from the other seeds, each with the generic command
+
 train_app.command("simulator")(simulator_command)
 train_app.command("renderbegan")(renderbegan_command)
+for _method in SIBLING_METHODS:
+    train_app.command(_method)(method_command(_method))
