@@ -35,6 +35,7 @@ def load_builtin_trainers() -> None:
     """Import the built-in trainer modules so their trainers and run builders are registered."""
     import models.trainers.renderbegan  # noqa: F401  (registers "renderbegan")
     import models.trainers.simulator  # noqa: F401  (registers "simulator")
+    import models.trainers.source_only  # noqa: F401  (registers "source-only")
 
 
 def get_trainer(name: str) -> Callable[..., Any]:

@@ -121,12 +121,13 @@ def append_log(run_dir: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def build_module(cls: Callable[[NetConfig], nn.Module], net: NetConfig, state: dict[str, Any] | None,
+def build_module(cls: Callable[[Any], nn.Module], arch: Any, state: dict[str, Any] | None,
                  device: str) -> nn.Module | None:
-    """`cls(net)` with `state` loaded, on `device`, in eval mode; None when the checkpoint lacks it."""
+    """`cls(arch)` (arch: its config, e.g. a NetConfig) with `state` loaded, on `device`, in eval mode;
+    None when the checkpoint lacks it."""
     if state is None:
         return None
-    module = cls(net)
+    module = cls(arch)
     module.load_state_dict(state)
     return module.to(device).eval()
 
