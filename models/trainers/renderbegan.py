@@ -89,7 +89,7 @@ class RenderBEGANConfig:
     vgg_weights: str | None = None  # local VGG16 state-dict file for content="vgg16"
     content_steps: int = 2000  # optimizer steps of the label-aware feature net
     content_batch: int = 64  # images per label-aware step
-    simulator_run: str | None = None  # run dir with a trained S; None = fit S in this run
+    simulator_run: str | None = None  # run dir with a trained S, or a folder with its simulator.pt; None = fit here
     simulator_steps: int = 5000  # S fitting steps when simulator_run is None
     simulator_batch: int = 64  # labels per S fitting step
     simulator_lr: float = 1e-3  # Adam lr for S fitting
@@ -439,8 +439,18 @@ def resolve_net(cfg: RenderBEGANConfig, domain: Domain) -> NetConfig:
 
 def prepare_simulator(cfg: RenderBEGANConfig, domain: Domain, net: NetConfig, run_dir: Path) -> tuple[Simulator, NetConfig]:
     """Phase 1: S from `simulator_run`, from this run's `simulator.pt`, or fitted now; returned frozen."""
-    if cfg.simulator_run is not None:
-        src = load_run(cfg.simulator_run, device=str(domain.device))
+    src_dir = Path(cfg.simulator_run) if cfg.simulator_run is not None else None
+    if src_dir is not None and not (src_dir / CHECKPOINT_NAME).exists() and (src_dir / SIMULATOR_FILE).exists():
+        # a folder holding only a fitted S (e.g. checkpoints/faces-m-cpu): it must fit this config's nets
+        sim = Simulator(net).to(domain.device)
+        try:
+            sim.load_state_dict(load_checkpoint(src_dir / SIMULATOR_FILE, domain.device)["state"])
+        except RuntimeError as err:
+            raise ValueError(f"simulator_run: {cfg.simulator_run}/{SIMULATOR_FILE} does not fit this config's "
+                             f"net ({err.__class__.__name__}: sizes differ)") from None
+        sim_net = net
+    elif src_dir is not None:
+        src = load_run(src_dir, device=str(domain.device))
         if src.domain != cfg.domain or src.net.image_size != net.image_size:
             raise ValueError(f"simulator_run: {cfg.simulator_run} is for {src.domain} at {src.net.image_size}px, "
                              f"this run needs {cfg.domain} at {net.image_size}px")

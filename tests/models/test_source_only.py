@@ -51,3 +51,18 @@ def test_source_only_bad_setting_names_the_field(tmp_path: Path) -> None:
     result = _train(tmp_path / "bad", "--set", "source_count=1")
     assert result.exit_code == 2
     assert "source_count: must be ≥ 2" in result.output
+
+
+def test_a_folder_holding_only_a_fitted_simulator_is_reused(tmp_path: Path) -> None:
+    """`simulator_run` may name a folder with just `simulator.pt` (how checkpoints/faces-m-cpu ships S)."""
+    import shutil
+
+    assert _train(tmp_path / "first").exit_code == 0
+    (tmp_path / "s_only").mkdir()
+    shutil.copy(tmp_path / "first" / "simulator.pt", tmp_path / "s_only" / "simulator.pt")
+    result = _train(tmp_path / "second", "--set", f"simulator_run={tmp_path / 's_only'}")
+    assert result.exit_code == 0, result.output
+    first, second = load_run(tmp_path / "first").simulator, load_run(tmp_path / "second").simulator
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+    wrong = _train(tmp_path / "third", "--set", f"simulator_run={tmp_path / 's_only'}", "--set", "net.c=8")
+    assert wrong.exit_code == 2 and "does not fit this config's net" in wrong.output
