@@ -31,6 +31,12 @@ class Domain(ABC):
     name: str
     layout: LabelLayout
     channels: int
+    # Whether the content loss L_c compares objects only (thesis Fig. 3.8: S's background replaces G's
+    # outside the simulator's object mask). Right for faces, whose real backgrounds differ from the
+    # renderer's. Wrong where the mask is the shape itself and both sides share the background (digits:
+    # strokes on black): masked G then equals S(l) for ANY G that is bright under the strokes, so a
+    # uniform blob satisfies L_c and G never learns the class. Such domains set this False.
+    mask_content: bool = True
 
     def __init__(self, image_size: int = 32, seed: int = 0, device: torch.device | str = "cpu"):
         self.image_size = image_size

@@ -40,6 +40,7 @@ class DigitsDomain(Domain):
 
     layout = DIGITS
     channels = 1
+    mask_content = False  # the stroke mask IS the digit: L_c must see the whole image (see Domain)
 
     def __init__(self, image_size: int = 32, seed: int = 0, device: torch.device | str = "cpu"):
         super().__init__(image_size=image_size, seed=seed, device=device)

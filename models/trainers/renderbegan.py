@@ -196,9 +196,11 @@ class RenderBEGANLoop:
         for step in ("p", "g"):
             out[f"{step}z"] = torch.randn(cfg.batch_size, nz, generator=gen, device=self.dev)
             out[f"{step}l"] = self.domain.sample_labels(cfg.batch_size, gen)
-        if self.feat is not None:
+        if self.feat is not None and self.domain.mask_content:
             with torch.no_grad():
                 out["gmask"] = self.domain.simulate(out["gl"])[1].float()  # [B, 1, S, S] object mask
+        elif self.feat is not None:  # L_c on the whole image (see Domain.mask_content)
+            out["gmask"] = self.pool.new_ones(cfg.batch_size, 1, self.domain.image_size, self.domain.image_size)
         return out
 
     # --- update steps (no host syncs, no allocation of persistent state: CUDA-graph capturable) ---

@@ -90,12 +90,12 @@ class TrainedRun:
 
 
 def prepare_run_dir(out: Path, resume: bool) -> Path:
-    """The directory to train in. Without `resume`, an existing non-empty `out` is never overwritten:
+    """The directory to train in. With `resume`, `out` itself (it must hold the run's options). Without `resume`, an existing non-empty `out` is never overwritten:
     the run goes to the first free `out-1`, `out-2`, … instead (numbered run directories)."""
     out = Path(out)
-    if resume:
-        if not (out / CHECKPOINT_NAME).exists():
-            raise FileNotFoundError(f"--resume: no {CHECKPOINT_NAME} in {out}")
+    if resume:  # a run that stopped before its first GAN checkpoint resumes from its phase files
+        if not (out / OPTIONS_NAME).exists():
+            raise FileNotFoundError(f"--resume: {out} is not a run directory ({OPTIONS_NAME} is missing)")
         return out
     candidate, n = out, 0
     while candidate.exists() and any(candidate.iterdir()):

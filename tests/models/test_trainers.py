@@ -171,3 +171,23 @@ def test_bf16_autocast_path_agrees_with_the_fp32_reference(tmp_path: Path) -> No
     fast = train_renderbegan(replace(cfg, amp="bf16"), tmp_path / "bf16", device="cpu", domain=TinyBlobDomain(8))
     for key in ("L_D", "L_G", "L_P"):
         assert abs(fast[key] - ref[key]) <= 0.05 * abs(ref[key]) + 1e-3, key
+
+
+def test_digits_content_loss_sees_the_whole_digit_not_only_its_strokes(tmp_path: Path) -> None:
+    """Masking L_c to the stroke pixels (right for faces) would let a uniform white G pass as any digit."""
+    from models.domains import get_domain
+    from models.losses import mask_background
+    from models.networks import Simulator
+    from models.trainers.renderbegan import RenderBEGANLoop, build_nets, resolve_net
+
+    domain = get_domain("digits", image_size=16)
+    sim, mask = domain.simulate(domain.sample_labels(16, torch.Generator().manual_seed(0)))
+    blob = torch.ones_like(sim)
+    # the degenerate case: under the stroke mask a blank white image is (almost) the rendered digit
+    assert (mask_background(blob, sim, mask) - sim).abs().mean() < 0.1 * (blob - sim).abs().mean()
+    assert domain.mask_content is False and TinyBlobDomain(8).mask_content is True
+    cfg = replace(TINY, domain="digits", image_size=16)
+    net = resolve_net(cfg, domain)
+    loop = RenderBEGANLoop(cfg, domain, build_nets(cfg, net, Simulator(net), domain.device), torch.nn.Identity(),
+                           tmp_path)
+    assert torch.equal(loop.draw()["gmask"], torch.ones(cfg.batch_size, 1, 16, 16))
