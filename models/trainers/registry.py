@@ -33,6 +33,7 @@ def register_trainer(name: str, config: type | None = None) -> Callable[[T], T]:
 
 def load_builtin_trainers() -> None:
     """Import the built-in trainer modules so their trainers and run builders are registered."""
+    import models.trainers.labelgan  # noqa: F401  (registers "labelgan", seed 001)
     import models.trainers.renderbegan  # noqa: F401  (registers "renderbegan")
     import models.trainers.simulator  # noqa: F401  (registers "simulator")
     import models.trainers.source_only  # noqa: F401  (registers "source-only")
