@@ -23,6 +23,7 @@ app.add_typer(__import__("service.commands.train", fromlist=["train_app"]).train
 app.command("export")(__import__("service.commands.export", fromlist=["export_command"]).export_command)
 app.command("generate")(__import__("service.commands.generate", fromlist=["generate_command"]).generate_command)
 app.command("predict")(__import__("service.commands.predict", fromlist=["predict_command"]).predict_command)
+app.command("edit")(__import__("service.commands.edit", fromlist=["edit_command"]).edit_command)
 
 
 if __name__ == "__main__":

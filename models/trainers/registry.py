@@ -33,10 +33,12 @@ def register_trainer(name: str, config: type | None = None) -> Callable[[T], T]:
 
 def load_builtin_trainers() -> None:
     """Import the built-in trainer modules so their trainers and run builders are registered."""
+    import models.trainers.infobegan  # noqa: F401  (registers "infobegan", seed 002)
     import models.trainers.labelgan  # noqa: F401  (registers "labelgan", seed 001)
     import models.trainers.renderbegan  # noqa: F401  (registers "renderbegan")
     import models.trainers.simulator  # noqa: F401  (registers "simulator")
     import models.trainers.source_only  # noqa: F401  (registers "source-only")
+    import models.trainers.synthvaegan  # noqa: F401  (registers "synthvaegan", seed 003)
 
 
 def get_trainer(name: str) -> Callable[..., Any]:

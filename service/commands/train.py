@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -216,7 +216,8 @@ def method_command(method: str) -> Any:
             cls = get_trainer_config(method)
             if resume:
                 options = read_options(out)
-                data = {k: v for k, v in options.items() if k not in ("trainer", "layout", "net")}
+                known = {f.name for f in fields(cls)}  # options also hold resolved extras (net, layout, …)
+                data = {k: v for k, v in options.items() if k in known}
                 if iterations is not None:
                     data["iterations"] = iterations
             else:
@@ -266,7 +267,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-SIBLING_METHODS: tuple[str, ...] = ("labelgan", "source-only")  # trainers from the other seeds, each with the generic command
+SIBLING_METHODS: tuple[str, ...] = ("infobegan", "labelgan", "source-only", "synthvaegan")  # trainers from the other seeds, each with the generic command
 
 train_app.command("simulator")(simulator_command)
 train_app.command("renderbegan")(renderbegan_command)
