@@ -25,6 +25,7 @@ import torch
 from models import data_cache
 from models.domains.base import Domain, RealSplit
 from models.evaluation import metrics
+from models.evaluation.disentanglement import DisentanglementConfig, disentanglement
 from models.evaluation.pools import derived_seed, real_labeled_pool, simulator_pool
 from models.evaluation.predictors import LabelCNN, PredictorConfig, batched, cached_predictor, train_predictor
 from models.evaluation.subject import EvalModel
@@ -52,12 +53,13 @@ class EvalConfig:
     div_noise: int = 8  # noise vectors per label
     batch_size: int = 256  # images per forward pass
     sheet_columns: int = 10  # images per row in contact sheets
+    dis_pairs: int = 200  # image pairs per changed attribute for Δ′ (seed 003)
 
     @classmethod
     def quick(cls, seed: int = 0) -> EvalConfig:
         return cls(seed=seed, gen_count=500, real_test_max=500, oracle_count=2000, source_count=2000,
                    predictor=PredictorConfig(width=16, feature_dim=96, epochs=5), kid_subsets=10, kid_subset_size=250,
-                   div_labels=8, div_noise=6)
+                   div_labels=8, div_noise=6, dis_pairs=50)
 
 
 @dataclass
@@ -278,6 +280,17 @@ def evaluate(model: EvalModel, domain: Domain, cfg: EvalConfig, domain_key: dict
     t2 = time.perf_counter()
     figures, div = compute_figures(model, samples, base, cfg, device)
     timings["figures_s"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    dis_cfg = DisentanglementConfig(seed=cfg.seed, pairs=cfg.dis_pairs, real_max=cfg.real_test_max,
+                                    batch_size=cfg.batch_size)
+    dis = [disentanglement(model, domain, dis_cfg)]  # read by the model's own predictor (the seed's Δ′)
+    if base.oracle is not None and set(base.fields) == set(domain.layout.names):  # oracle knows every field
+        oracle = base.oracle
+        dis.append(disentanglement(model, domain, dis_cfg, reader=lambda x: batched(oracle, x, device=device),
+                                   reader_name="oracle"))
+    for d in dis:
+        figures.update(d.figures)
+    timings["disentanglement_s"] = time.perf_counter() - t3
     if not has_labels:
         summary = {"kid_gen_real": figures["kid_gen_real"], "kid_sim_real": figures["kid_sim_real"]}
         targets = [_target("kid_gen_real", figures["kid_gen_real"], "<=", figures["kid_sim_real"] / 5,
@@ -286,6 +299,8 @@ def evaluate(model: EvalModel, domain: Domain, cfg: EvalConfig, domain_key: dict
         summary, targets = _digits_summary(figures)
     else:
         summary, targets = _faces_summary(figures)
+    summary["delta_prime_off"] = figures["dis_delta_prime_off"]  # Δ′ off target: 0 = disentangled
+    summary["attr_corr_abs_mean"] = figures["dis_corr_abs_mean"]  # the seed's mean |correlation|
     timings["total_s"] = time.perf_counter() - t0
     gap_targets = [t for t in targets if t["name"].startswith("domain_gap_ratio")]
     report = {
@@ -300,6 +315,7 @@ def evaluate(model: EvalModel, domain: Domain, cfg: EvalConfig, domain_key: dict
         "details": {
             "figures": figures,
             "diversity": div,
+            "disentanglement": [{**d.as_dict(), "markdown": d.markdown()} for d in dis],
             "baselines": base.info,
             "counts": {"generated": len(samples.generated), "real_test": len(samples.real.images),
                        "fixed_labels": cfg.div_labels, "noise_per_label": cfg.div_noise},

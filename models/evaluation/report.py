@@ -46,6 +46,7 @@ def markdown(report: dict[str, Any], sheets: dict[str, str]) -> str:
     lines += [f"| `{k}` | {_fmt(v)} |" for k, v in det["figures"].items()]
     lines += ["", "## Diversity", "", "| figure | value |", "|---|---|"]
     lines += [f"| `{k}` | {_fmt(v)} |" for k, v in det["diversity"].items()]
+    lines += [""] + [d["markdown"] for d in det.get("disentanglement", [])]
     lines += ["", f"Samples: {det['counts']}; seeds: {det['seeds']}; timings (s): {det['timings_s']}.", ""]
     lines += ["## Contact sheets", ""]
     for title, name in sheets.items():

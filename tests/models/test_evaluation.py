@@ -18,10 +18,11 @@ from models.layouts import DIGITS, FACES, LabelLayout, sample_prior
 
 torch.set_num_threads(2)
 
-DIGITS_KEYS = {"gen_digit_acc", "pred_acc", "source_only_acc", "oracle_acc", "gap_closed"}
+DIS_KEYS = {"delta_prime_off", "attr_corr_abs_mean"}  # seed 003's Δ′ and mean |attribute correlation|
+DIGITS_KEYS = {"gen_digit_acc", "pred_acc", "source_only_acc", "oracle_acc", "gap_closed", *DIS_KEYS}
 FACES_KEYS = {"gen_yaw_mae_deg", "gen_pitch_mae_deg", "gen_shape10_rmse", "prior_shape10_rmse",
               "pred_yaw_mae_deg", "pred_pitch_mae_deg", "source_only_yaw_mae_deg", "oracle_yaw_mae_deg",
-              "gap_closed", "kid_gen_real", "kid_sim_real"}
+              "gap_closed", "kid_gen_real", "kid_sim_real", *DIS_KEYS}
 
 
 # --- metrics with known answers -------------------------------------------------------------------
@@ -220,7 +221,8 @@ def _tiny_model(layout: LabelLayout, channels: int, size: int, nz: int = 4) -> E
 
 TINY = EvalConfig(seed=3, gen_count=40, real_test_max=48, oracle_count=96, source_count=96,
                   predictor=PredictorConfig(width=8, feature_dim=16, epochs=6, batch_size=16, lr=1e-2),
-                  kid_subsets=4, kid_subset_size=20, div_labels=3, div_noise=4, batch_size=32, sheet_columns=6)
+                  kid_subsets=4, kid_subset_size=20, div_labels=3, div_noise=4, batch_size=32, sheet_columns=6,
+                  dis_pairs=8)
 
 
 @pytest.mark.parametrize(("domain_cls", "size", "keys", "sheet"),
@@ -243,6 +245,7 @@ def test_eval_end_to_end_writes_a_complete_report(tmp_path: Path, monkeypatch, d
     md = out.with_suffix(".md").read_text()
     for name in ("sim_gen_real.png", sheet):
         assert (out.parent / name).stat().st_size > 0 and f"]({name})" in md
+    assert "## Disentanglement (seed 003), read by the model's own predictor" in md
     assert not report["details"]["baselines"]["oracle_cached"]
 
     again = run_evaluation(model, domain, TINY, tmp_path / "again.json", mode="quick")  # baselines from cache
