@@ -41,7 +41,7 @@ ONNX_OPSET = 17
 MANIFEST = "manifest.json"
 NETWORKS = ("generator", "simulator", "predictor")
 ENGINE_SUFFIX = {"torchscript": ".ts", "onnx": ".onnx"}
-EVAL_REPORT = "eval.json"  # where `labelforge eval` leaves its report inside a run directory
+EVAL_REPORT = Path("eval") / "report.json"  # where `labelforge eval --run` leaves its report by default
 
 
 class GeneratorExport(nn.Module):

@@ -54,7 +54,9 @@ def eval_command(
     except (ValueError, FileNotFoundError, TypeError) as err:
         raise _fail(f"domain '{model.domain}': {err}") from None
     cfg = EvalConfig.quick(seed) if quick else EvalConfig(seed=seed)
-    out = out if out is not None else source / "eval" / "report.json"
+    from models.export import EVAL_REPORT
+
+    out = out if out is not None else source / EVAL_REPORT  # where `labelforge export` looks for it
     mode = "quick" if quick else "full"
     console.print(f"evaluating {model.source} [bold]{model.name}[/bold] on {model.domain} ({mode}, {device})…")
     report = run_evaluation(model, domain, cfg, out, {"domain_kwargs": domain_kwargs}, device, mode)

@@ -22,13 +22,22 @@ def _train(out: Path, *extra: str):
     return CliRunner().invoke(app, args, catch_exceptions=False)
 
 
-def test_source_only_run_exports_a_bundle_whose_predictor_reads_its_own_images(tmp_path: Path) -> None:
+def test_source_only_run_exports_a_bundle_whose_predictor_reads_its_own_images(tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    monkeypatch.setenv("LABELFORGE_CACHE_DIR", str(tmp_path / "cache"))
     result = _train(tmp_path / "so")
     assert result.exit_code == 0, result.output
     run = load_run(tmp_path / "so")
     assert run.trainer == "source-only" and run.iteration == 6
+    from service.cli import app
+
+    evaluated = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "so"), "--quick", "--device", "cpu"])
+    assert evaluated.exit_code == 0, evaluated.output
     bundle = Bundle.load(export_run(tmp_path / "so", tmp_path / "bundle"))
     assert bundle.manifest["trainer"] == "source-only"
+    # the eval report written by `labelforge eval --run` travels into the bundle's manifest
+    summary = bundle.manifest["evaluation"]["summary"]
+    assert summary["source_only_acc"] > 0 and abs(summary["gap_closed"]) < 1.0
     gen = torch.Generator().manual_seed(0)
     from models.layouts import DIGITS, sample_prior
 

@@ -41,7 +41,8 @@ def test_eval_quick_on_a_tiny_bundle_writes_report_and_page(tiny_bundle_dir: Pat
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert set(report["summary"]) == {"gen_digit_acc", "pred_acc", "source_only_acc", "oracle_acc", "gap_closed"}
+    assert set(report["summary"]) == {"gen_digit_acc", "pred_acc", "source_only_acc", "oracle_acc", "gap_closed",
+                                      "delta_prime_off", "attr_corr_abs_mean"}
     assert all(math.isfinite(v) for v in report["summary"].values())
     assert report["summary"]["oracle_acc"] > 0.8  # the oracle really learned the real digits
     assert report["domain_gap_ok"] is True  # source-only error ≥ 3× the oracle's (issue 4)
