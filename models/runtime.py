@@ -81,6 +81,8 @@ class Bundle:
         self.image_size: int = int(manifest["image_size"])
         self.channels: int = int(manifest["channels"])
         self.trained: bool = bool(manifest.get("trained", True))
+        # False for unconditional generators (dcgan): images do not follow the labels they are paired with
+        self.label_conditioned: bool = bool((manifest.get("trainer_config") or {}).get("label_conditioned", True))
         self.device = device
         self._nets = nets
 
@@ -172,6 +174,7 @@ class Bundle:
         m = self.manifest
         return {
             "name": self.name, "sha": self.sha, "domain": self.domain, "trained": self.trained,
+            "label_conditioned": self.label_conditioned,
             "image_size": self.image_size, "channels": self.channels, "nz": self.nz,
             "layout": m["layout"], "trainer": m.get("trainer"), "evaluation": m.get("evaluation"),
         }

@@ -33,6 +33,7 @@ def register_trainer(name: str, config: type | None = None) -> Callable[[T], T]:
 
 def load_builtin_trainers() -> None:
     """Import the built-in trainer modules so their trainers and run builders are registered."""
+    import models.trainers.dcgan  # noqa: F401  (registers "dcgan", seed 004)
     import models.trainers.infobegan  # noqa: F401  (registers "infobegan", seed 002)
     import models.trainers.labelgan  # noqa: F401  (registers "labelgan", seed 001)
     import models.trainers.renderbegan  # noqa: F401  (registers "renderbegan")

@@ -267,7 +267,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-SIBLING_METHODS: tuple[str, ...] = ("infobegan", "labelgan", "source-only", "synthvaegan")  # trainers from the other seeds, each with the generic command
+SIBLING_METHODS: tuple[str, ...] = ("dcgan", "infobegan", "labelgan", "source-only", "synthvaegan")  # trainers from the other seeds, each with the generic command
 
 train_app.command("simulator")(simulator_command)
 train_app.command("renderbegan")(renderbegan_command)
