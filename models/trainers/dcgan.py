@@ -57,7 +57,7 @@ from models.trainers.common import (
     summary_writer,
 )
 from models.trainers.registry import register_trainer
-from models.trainers.renderbegan import RenderBEGANConfig, prepare_simulator
+from models.trainers.renderbegan import prepare_simulator, simulator_view
 from models.trainers.run import RunModules, append_log, build_module, register_run_builder, write_options
 
 log = logging.getLogger(__name__)
@@ -370,13 +370,6 @@ class DCGANLoop:
 
 # --- entry points ----------------------------------------------------------------------------------
 
-def _renderbegan_view(cfg: DCGANConfig) -> RenderBEGANConfig:
-    """The fields `prepare_simulator` reads, so S is fitted or reused exactly as RenderBEGAN does."""
-    return RenderBEGANConfig(domain=cfg.domain, domain_kwargs=cfg.domain_kwargs, image_size=cfg.image_size,
-                             seed=cfg.seed, simulator_run=cfg.simulator_run, simulator_steps=cfg.simulator_steps,
-                             simulator_batch=cfg.simulator_batch, simulator_lr=cfg.simulator_lr)
-
-
 def bundle_net(cfg: DCGANConfig, domain: Domain, simulator_c: int) -> NetConfig:
     """The bundle-facing sizes (nz, label_dim, image_size, channels); `c` is the simulator's width."""
     return NetConfig(image_size=cfg.image_size, channels=domain.channels, label_dim=domain.layout.dim, nz=cfg.nz,
@@ -399,7 +392,7 @@ def train_dcgan(cfg: DCGANConfig, run_dir: Path, device: str = "auto", resume: b
     run_dir.mkdir(parents=True, exist_ok=True)
     net = bundle_net(cfg, domain, cfg.simulator_c)
     log.info("phase 1/2: simulator S (for the bundle; DCGAN itself never uses it)")
-    sim, sim_net = prepare_simulator(_renderbegan_view(cfg), domain, net, run_dir)
+    sim, sim_net = prepare_simulator(simulator_view(cfg), domain, net, run_dir)
     net = replace(net, c=sim_net.c)  # S only reads c, size, channels and label_dim: one NetConfig serves both
     write_options(run_dir, {**asdict(cfg), "betas": list(cfg.betas), "trainer": NAME,
                             "layout": domain.layout.name, "net": net.to_dict()})

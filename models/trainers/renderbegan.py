@@ -439,6 +439,16 @@ def resolve_net(cfg: RenderBEGANConfig, domain: Domain) -> NetConfig:
     return NetConfig.from_dict({**cfg.net, **fixed})
 
 
+SIMULATOR_FIELDS = ("domain", "domain_kwargs", "image_size", "seed", "net", "simulator_run", "simulator_steps",
+                    "simulator_batch", "simulator_lr")
+
+
+def simulator_view(cfg: Any) -> RenderBEGANConfig:
+    """The fields `prepare_simulator` / `resolve_net` read, taken from any method's config that has them,
+    so every trainer fits or reuses S exactly as RenderBEGAN does (absent fields keep RenderBEGAN's default)."""
+    return RenderBEGANConfig(**{k: getattr(cfg, k) for k in SIMULATOR_FIELDS if hasattr(cfg, k)})
+
+
 def prepare_simulator(cfg: RenderBEGANConfig, domain: Domain, net: NetConfig, run_dir: Path) -> tuple[Simulator, NetConfig]:
     """Phase 1: S from `simulator_run`, from this run's `simulator.pt`, or fitted now; returned frozen."""
     src_dir = Path(cfg.simulator_run) if cfg.simulator_run is not None else None

@@ -31,7 +31,7 @@ from models.networks import NetConfig, Simulator
 from models.trainers.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from models.trainers.common import ProgressFn, resolve_device
 from models.trainers.registry import register_trainer
-from models.trainers.renderbegan import RenderBEGANConfig, prepare_simulator, resolve_net
+from models.trainers.renderbegan import prepare_simulator, resolve_net, simulator_view
 from models.trainers.run import RunModules, append_log, build_module, register_run_builder, write_options
 
 NAME = "source-only"
@@ -90,14 +90,6 @@ def _predictor_config(cfg: SourceOnlyConfig, domain: Domain) -> PredictorConfig:
                            width=cfg.width, epochs=cfg.iterations, seed=cfg.seed)
 
 
-def _renderbegan_view(cfg: SourceOnlyConfig) -> RenderBEGANConfig:
-    """The fields `prepare_simulator` reads, so S is fitted or reused exactly as RenderBEGAN does."""
-    return RenderBEGANConfig(domain=cfg.domain, domain_kwargs=cfg.domain_kwargs, image_size=cfg.image_size,
-                             seed=cfg.seed, net=cfg.net, simulator_run=cfg.simulator_run,
-                             simulator_steps=cfg.simulator_steps, simulator_batch=cfg.simulator_batch,
-                             simulator_lr=cfg.simulator_lr)
-
-
 @register_trainer(NAME, config=SourceOnlyConfig)
 def train_source_only(cfg: SourceOnlyConfig, run_dir: Path, device: str = "auto", resume: bool = False,
                       progress: ProgressFn | None = None, domain: Domain | None = None) -> dict[str, Any]:
@@ -108,7 +100,7 @@ def train_source_only(cfg: SourceOnlyConfig, run_dir: Path, device: str = "auto"
         domain = get_domain(cfg.domain, image_size=cfg.image_size, seed=cfg.seed, device=dev, **cfg.domain_kwargs)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rb = _renderbegan_view(cfg)
+    rb = simulator_view(cfg)
     net = resolve_net(rb, domain)
     sim, sim_net = prepare_simulator(rb, domain, net, run_dir)
     pcfg = _predictor_config(cfg, domain)

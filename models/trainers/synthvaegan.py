@@ -58,7 +58,7 @@ from models.trainers.common import (
     summary_writer,
 )
 from models.trainers.registry import register_trainer
-from models.trainers.renderbegan import RenderBEGANConfig, prepare_simulator, resolve_net
+from models.trainers.renderbegan import prepare_simulator, resolve_net, simulator_view
 from models.trainers.run import RunModules, append_log, build_module, register_run_builder, write_options
 
 log = logging.getLogger(__name__)
@@ -416,14 +416,6 @@ class SynthVAEGANLoop:
 
 # --- entry point and run builder ---------------------------------------------------------------------
 
-def _renderbegan_view(cfg: SynthVAEGANConfig) -> RenderBEGANConfig:
-    """The fields `prepare_simulator` / `resolve_net` read, so S is fitted or reused as RenderBEGAN does."""
-    return RenderBEGANConfig(domain=cfg.domain, domain_kwargs=cfg.domain_kwargs, image_size=cfg.image_size,
-                             seed=cfg.seed, net=cfg.net, simulator_run=cfg.simulator_run,
-                             simulator_steps=cfg.simulator_steps, simulator_batch=cfg.simulator_batch,
-                             simulator_lr=cfg.simulator_lr)
-
-
 def synth_net(net: NetConfig, width: int, hidden: int) -> SynthNetConfig:
     """The SYNTH-VAE-GAN networks' sizes: the bundle-facing ones from `net`, widths from the config."""
     return SynthNetConfig(image_size=net.image_size, channels=net.channels, label_dim=net.label_dim, nz=net.nz,
@@ -457,7 +449,7 @@ def train_synthvaegan(
         domain = get_domain(cfg.domain, image_size=cfg.image_size, seed=cfg.seed, device=dev, **cfg.domain_kwargs)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rb = _renderbegan_view(cfg)
+    rb = simulator_view(cfg)
     net = resolve_net(rb, domain)
     snet = synth_net(net, cfg.width, cfg.hidden)
     log.info("phase 1/3: simulator S")
