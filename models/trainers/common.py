@@ -1,15 +1,18 @@
-"""Pieces both trainers share: configs from dicts/YAML with named errors, signal-safe stopping, grids."""
+"""Pieces every trainer shares: configs from dicts/YAML with named errors, signal-safe stopping, grids,
+and the iteration driver (`run_iterations`) with its scalar logging."""
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -86,3 +89,70 @@ def summary_writer(log_dir: Path, purge_step: int | None = None) -> Any | None:
         log.warning("tensorboard is not installed: TensorBoard logging is off (log.jsonl still written)")
         return None
     return SummaryWriter(str(log_dir), purge_step=purge_step)
+
+
+class IterationLoop(Protocol):
+    """What `run_iterations` drives: a trainer's GAN phase (RenderBEGAN, labelgan, infobegan, …)."""
+
+    cfg: Any  # has iterations, log_every, sample_every, checkpoint_every
+    iteration: int
+
+    def iteration_step(self) -> None: ...
+
+    def log_interval(self, tick: float, writer: Any | None) -> dict[str, float]:
+        """Read, log and check the scalars of the interval that started at `tick` (may raise TrainingCollapsed)."""
+        ...
+
+    def sample_grid(self, writer: Any | None) -> None: ...
+
+    def save(self) -> None: ...
+
+
+def run_iterations(loop: IterationLoop, run_dir: Path, progress: ProgressFn | None = None) -> str:
+    """Train `loop` to `cfg.iterations`: log every `log_every`, sample every `sample_every`, checkpoint every
+    `checkpoint_every`, at the end and on SIGTERM/SIGINT. Returns "completed" or "interrupted".
+    One driver for every trainer, so checkpoint timing (and with it exact resume) means the same everywhere."""
+    cfg = loop.cfg
+    writer = summary_writer(run_dir / "tb", purge_step=loop.iteration or None)
+    tick = time.perf_counter()
+    status = "completed"
+    try:
+        with StopFlag() as stop:
+            while loop.iteration < cfg.iterations:
+                loop.iteration_step()
+                it = loop.iteration
+                scalars = None
+                if it % cfg.log_every == 0 or it == cfg.iterations:
+                    scalars = loop.log_interval(tick, writer)
+                    tick = time.perf_counter()
+                if it % cfg.sample_every == 0:
+                    loop.sample_grid(writer)
+                if it % cfg.checkpoint_every == 0 and it < cfg.iterations:  # the last one is saved below
+                    loop.save()
+                if progress is not None:
+                    progress(it, cfg.iterations, scalars)
+                if stop.requested:
+                    status = "interrupted"
+                    break
+        loop.save()
+        loop.sample_grid(writer)
+    finally:
+        if writer is not None:
+            writer.close()
+    return status
+
+
+def write_scalars(run_dir: Path, writer: Any | None, iteration: int, scalars: dict[str, float]) -> None:
+    """One log interval's scalars to log.jsonl and TensorBoard."""
+    from models.trainers.run import append_log
+
+    append_log(run_dir, {"iteration": iteration, **scalars})
+    if writer is not None:
+        for name, value in scalars.items():
+            writer.add_scalar(name, value, iteration)
+
+
+def non_finite(scalars: dict[str, float], iteration: int) -> TrainingCollapsed | None:
+    """The error to raise when a logged scalar is NaN/inf (the caller checkpoints first), else None."""
+    bad = [k for k, v in scalars.items() if not math.isfinite(v)]
+    return TrainingCollapsed(f"non-finite losses at iteration {iteration}: {', '.join(bad)}") if bad else None

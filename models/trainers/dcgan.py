@@ -18,7 +18,6 @@ head fit draws from its own generator with G and D in eval mode, so it changes n
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,11 +49,11 @@ from models.trainers.checkpoint import (
 )
 from models.trainers.common import (
     ProgressFn,
-    StopFlag,
-    TrainingCollapsed,
+    non_finite,
     resolve_device,
+    run_iterations,
     save_grid,
-    summary_writer,
+    write_scalars,
 )
 from models.trainers.registry import register_trainer
 from models.trainers.renderbegan import prepare_simulator, simulator_view
@@ -325,47 +324,24 @@ class DCGANLoop:
             append_log(self.run_dir, {"phase": "head", "iteration": self.iteration, **head})
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())
 
+    def iteration_step(self) -> None:
+        self.step()
+
+    def log_interval(self, tick: float, writer: Any | None) -> dict[str, float]:
+        n_iter = self.acc_n
+        scalars = self.flush_scalars()
+        scalars["ms_per_iter"] = 1000.0 * (time.perf_counter() - tick) / max(n_iter, 1)
+        self.metrics = {**self.metrics, **scalars}
+        write_scalars(self.run_dir, writer, self.iteration, scalars)
+        error = non_finite(scalars, self.iteration)
+        if error is not None:
+            self.save(refit_head=False)  # a diverged D is not worth a head fit
+            raise error
+        return scalars
+
     def run(self, progress: ProgressFn | None = None) -> str:
         """Train to `cfg.iterations`; returns "completed" or "interrupted"; raises TrainingCollapsed."""
-        cfg = self.cfg
-        writer = summary_writer(self.run_dir / "tb", purge_step=self.iteration or None)
-        tick = time.perf_counter()
-        status = "completed"
-        try:
-            with StopFlag() as stop:
-                while self.iteration < cfg.iterations:
-                    self.step()
-                    it = self.iteration
-                    scalars = None
-                    if it % cfg.log_every == 0 or it == cfg.iterations:
-                        n_iter = self.acc_n
-                        scalars = self.flush_scalars()
-                        scalars["ms_per_iter"] = 1000.0 * (time.perf_counter() - tick) / max(n_iter, 1)
-                        tick = time.perf_counter()
-                        self.metrics = {**self.metrics, **scalars}
-                        append_log(self.run_dir, {"iteration": it, **scalars})
-                        if writer is not None:
-                            for name, value in scalars.items():
-                                writer.add_scalar(name, value, it)
-                        bad = [k for k, v in scalars.items() if not math.isfinite(v)]
-                        if bad:
-                            self.save(refit_head=False)
-                            raise TrainingCollapsed(f"non-finite losses at iteration {it}: {', '.join(bad)}")
-                    if it % cfg.sample_every == 0:
-                        self.sample_grid(writer)
-                    if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
-                        self.save()
-                    if progress is not None:
-                        progress(it, cfg.iterations, scalars)
-                    if stop.requested:
-                        status = "interrupted"
-                        break
-            self.save()
-            self.sample_grid(writer)
-        finally:
-            if writer is not None:
-                writer.close()
-        return status
+        return run_iterations(self, self.run_dir, progress)
 
 
 # --- entry points ----------------------------------------------------------------------------------

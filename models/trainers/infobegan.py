@@ -17,7 +17,6 @@ Resume is exact: models, optimizers, k_t, the log accumulators and every RNG are
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,15 +44,15 @@ from models.trainers.checkpoint import (
 )
 from models.trainers.common import (
     ProgressFn,
-    StopFlag,
-    TrainingCollapsed,
+    non_finite,
     resolve_device,
+    run_iterations,
     save_grid,
-    summary_writer,
+    write_scalars,
 )
 from models.trainers.registry import register_trainer
 from models.trainers.renderbegan import prepare_simulator
-from models.trainers.run import RunModules, append_log, build_module, register_run_builder, write_options
+from models.trainers.run import RunModules, build_module, register_run_builder, write_options
 
 log = logging.getLogger(__name__)
 
@@ -301,46 +300,16 @@ class InfoBEGANLoop:
         scalars = self.flush_scalars()
         scalars["ms_per_iter"] = 1000.0 * (time.perf_counter() - tick) / max(n_iter, 1)
         self.metrics = scalars
-        append_log(self.run_dir, {"iteration": self.iteration, **scalars})
-        if writer is not None:
-            for name, value in scalars.items():
-                writer.add_scalar(name, value, self.iteration)
-        bad = [k for k, v in scalars.items() if not math.isfinite(v)]
-        if bad:
+        write_scalars(self.run_dir, writer, self.iteration, scalars)
+        error = non_finite(scalars, self.iteration)
+        if error is not None:
             self.save()
-            raise TrainingCollapsed(f"non-finite losses at iteration {self.iteration}: {', '.join(bad)}")
+            raise error
         return scalars
 
     def run(self, progress: ProgressFn | None = None) -> str:
         """Train to `cfg.iterations`; returns "completed" or "interrupted"; raises TrainingCollapsed."""
-        cfg = self.cfg
-        writer = summary_writer(self.run_dir / "tb", purge_step=self.iteration or None)
-        tick = time.perf_counter()
-        status = "completed"
-        try:
-            with StopFlag() as stop:
-                while self.iteration < cfg.iterations:
-                    self.iteration_step()
-                    it = self.iteration
-                    scalars = None
-                    if it % cfg.log_every == 0 or it == cfg.iterations:
-                        scalars = self.log_interval(tick, writer)
-                        tick = time.perf_counter()
-                    if it % cfg.sample_every == 0:
-                        self.sample_grid(writer)
-                    if it % cfg.checkpoint_every == 0:
-                        self.save()
-                    if progress is not None:
-                        progress(it, cfg.iterations, scalars)
-                    if stop.requested:
-                        status = "interrupted"
-                        break
-            self.save()
-            self.sample_grid(writer)
-        finally:
-            if writer is not None:
-                writer.close()
-        return status
+        return run_iterations(self, self.run_dir, progress)
 
 
 def net_config(cfg: InfoBEGANConfig, domain: Domain) -> NetConfig:

@@ -51,11 +51,11 @@ from models.trainers.checkpoint import (
 )
 from models.trainers.common import (
     ProgressFn,
-    StopFlag,
-    TrainingCollapsed,
+    non_finite,
     resolve_device,
+    run_iterations,
     save_grid,
-    summary_writer,
+    write_scalars,
 )
 from models.trainers.registry import register_trainer
 from models.trainers.renderbegan import prepare_simulator, resolve_net, simulator_view
@@ -371,47 +371,24 @@ class SynthVAEGANLoop:
     def save(self) -> None:
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())
 
+    def iteration_step(self) -> None:
+        self.step(self.draw())
+
+    def log_interval(self, tick: float, writer: Any | None) -> dict[str, float]:
+        n_iter = self.acc_n
+        scalars = self.flush_scalars()
+        scalars["ms_per_iter"] = 1000.0 * (time.perf_counter() - tick) / max(n_iter, 1)
+        self.metrics = scalars
+        write_scalars(self.run_dir, writer, self.iteration, scalars)
+        error = non_finite(scalars, self.iteration)
+        if error is not None:
+            self.save()
+            raise error
+        return scalars
+
     def run(self, progress: ProgressFn | None = None) -> str:
         """Train to `cfg.iterations`; returns "completed" or "interrupted"; raises TrainingCollapsed."""
-        cfg = self.cfg
-        writer = summary_writer(self.run_dir / "tb", purge_step=self.iteration or None)
-        tick = time.perf_counter()
-        status = "completed"
-        try:
-            with StopFlag() as stop:
-                while self.iteration < cfg.iterations:
-                    self.step(self.draw())
-                    it = self.iteration
-                    scalars = None
-                    if it % cfg.log_every == 0 or it == cfg.iterations:
-                        n_iter = self.acc_n
-                        scalars = self.flush_scalars()
-                        scalars["ms_per_iter"] = 1000.0 * (time.perf_counter() - tick) / max(n_iter, 1)
-                        tick = time.perf_counter()
-                        self.metrics = scalars
-                        append_log(self.run_dir, {"iteration": it, **scalars})
-                        if writer is not None:
-                            for name, value in scalars.items():
-                                writer.add_scalar(name, value, it)
-                        bad = [k for k, v in scalars.items() if not math.isfinite(v)]
-                        if bad:
-                            self.save()
-                            raise TrainingCollapsed(f"non-finite losses at iteration {it}: {', '.join(bad)}")
-                    if it % cfg.sample_every == 0:
-                        self.sample_grid(writer)
-                    if it % cfg.checkpoint_every == 0:
-                        self.save()
-                    if progress is not None:
-                        progress(it, cfg.iterations, scalars)
-                    if stop.requested:
-                        status = "interrupted"
-                        break
-            self.save()
-            self.sample_grid(writer)
-        finally:
-            if writer is not None:
-                writer.close()
-        return status
+        return run_iterations(self, self.run_dir, progress)
 
 
 # --- entry point and run builder ---------------------------------------------------------------------
