@@ -10,6 +10,8 @@ Sample i depends only on (seed, i) (see `models.sampling`), batches may span sha
 writer uses a fixed mtime and fixed owner, so a shard's bytes do not depend on shard size, batch size,
 worker count or retries. The service runs one shard per Celery task through `generate_shards`; the
 dataset's `manifest.json` is written last by `finalize_dataset`, so its presence means "complete".
+Because a task's pipeline drains at its shard's end, a worker passes a `Lookahead`: the next shard's
+first batch (or the dataset card) is made while this shard's tail is still encoded and stored.
 """
 
 from __future__ import annotations
@@ -354,6 +356,135 @@ def default_batch_size(bundle: Bundle) -> int:
     return 8192 if torch.device(bundle.device).type == "cuda" else 512
 
 
+CARD_NEXT = "card"  # a `next_step()` answer: this dataset's card (its finalize) is the process's next work
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """Work begun ahead: what it is for, and its future result."""
+
+    spec_json: str
+    bundle: Bundle
+    index: np.ndarray | None  # the samples of a batch; None for the dataset card
+    done: Future[Any]
+
+
+class Lookahead:
+    """The next piece of generator work a process expects to do, begun ahead in the background.
+
+    Why: a worker runs one shard per task, so each shard ends with the generator idle — the last
+    batches are encoded, the tar is stored, the job record updated, the broker's next message fetched,
+    the next shard claimed — and starts with the encoders idle while its first batch is generated. The
+    engine alone overlaps these across shards. A `Lookahead` kept for the life of the process (the
+    worker's) lets `generate_shards` start the next shard's first batch — or, after a dataset's last
+    shard, its card — as soon as this shard's last batch is generated; the next call takes it instead
+    of making it.
+
+    Only generator output and card images are kept (no tar bytes, nothing in storage), and sample i
+    depends only on (seed, i), so shards and cards made with them are byte-identical, and atomicity and
+    retries are untouched. A wrong guess (another job's shard came next, another worker took the shard)
+    costs one batch of generator time. One piece is pending at most; a call waits for a pending batch
+    before generating, so the two never compete for the generator.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: _Ahead | None = None
+        self.started = 0  # pieces begun ahead
+        self.taken = 0  # of those, pieces a later call used (the rest were wrong guesses)
+
+    def start(self, spec: DatasetSpec, bundle: Bundle, index: np.ndarray | None, make: Callable[[], Any]) -> None:
+        """Run `make()` in a background thread: batch `index` of `spec` with `bundle` (None: its card)."""
+        self.discard()
+        done: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(make())
+            except BaseException as exc:  # reported (and dropped) when taken
+                done.set_exception(exc)
+
+        with self._lock:
+            self._pending = _Ahead(spec.model_dump_json(), bundle, index, done)
+            self.started += 1
+        threading.Thread(target=run, name="lf-lookahead", daemon=True).start()
+
+    def take_batch(self, spec: DatasetSpec, bundle: Bundle, index: np.ndarray) -> SampleBatch | None:
+        """The batch made ahead if it is exactly `index` of `spec` with `bundle`, else None.
+
+        Waits for a batch still being made (whichever), so that the caller's own generation never runs
+        beside it; a pending card is left for its finalize.
+        """
+        with self._lock:
+            pending = self._pending
+            if pending is None or pending.index is None:
+                return None
+            self._pending = None
+        same = pending.index.shape == index.shape and bool(np.array_equal(pending.index, index))
+        return self._result(pending, same and self._same(pending, spec, bundle))
+
+    def take_card(self, spec: DatasetSpec, bundle: Bundle) -> dict[str, bytes] | None:
+        """The card files of `spec` with `bundle` if they were begun ahead, else None."""
+        with self._lock:
+            pending = self._pending
+            if pending is None or pending.index is not None or not self._same(pending, spec, bundle):
+                return None
+            self._pending = None
+        return self._result(pending, True)
+
+    def discard(self) -> None:
+        """Drop any pending piece (once it is done, so no generation outlives this call)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._result(pending, False)
+
+    @staticmethod
+    def _same(pending: _Ahead, spec: DatasetSpec, bundle: Bundle) -> bool:
+        return pending.bundle is bundle and pending.spec_json == spec.model_dump_json()
+
+    def _result(self, pending: _Ahead, wanted: bool) -> Any:
+        try:
+            result = pending.done.result()
+        except Exception:
+            log.warning("work begun ahead failed; it is done again where needed", exc_info=True)
+            return None
+        if not wanted:
+            return None
+        with self._lock:
+            self.taken += 1
+        return result
+
+
+def _look_ahead(lookahead: Lookahead, next_step: Callable[[], int | str | None], spec: DatasetSpec, bundle: Bundle,
+                producer: BatchProducer, all_plans: list[ShardPlan], batch_size: int) -> None:
+    """Begin the first batch of shard `next_step()`, or the card for `CARD_NEXT` (a guess: errors are logged)."""
+    try:
+        step = next_step()
+    except Exception:
+        log.warning("could not tell what comes next; nothing begun ahead", exc_info=True)
+        return
+    if step == CARD_NEXT:
+        from models.card import render_card
+
+        def card() -> dict[str, bytes]:
+            with _torch_threads_for(bundle):
+                return render_card(spec, bundle, producer)
+
+        lookahead.start(spec, bundle, None, card)
+        return
+    if not isinstance(step, int) or not 0 <= step < len(all_plans):
+        return
+    plan = all_plans[step]
+    index = np.arange(plan.start, min(plan.stop, plan.start + batch_size), dtype=np.int64)
+
+    def batch() -> SampleBatch:
+        with _torch_threads_for(bundle):
+            return producer.produce(torch.from_numpy(index))
+
+    lookahead.start(spec, bundle, index, batch)
+
+
 def generate_shards(
     spec: DatasetSpec,
     bundle: Bundle,
@@ -365,12 +496,19 @@ def generate_shards(
     *,
     batch_size: int | None = None,
     encode_workers: int | None = None,
+    lookahead: Lookahead | None = None,
+    next_step: Callable[[], int | str | None] | None = None,
 ) -> list[ShardInfo]:
     """Write the given shards (each put atomically under `prefix`) and return their infos in shard order.
 
     `progress(n)` is called (in this thread) with the number of samples newly written. When
     `cancelled()` turns true the engine stops between batches, drops queued work and returns the
     shards stored so far; a shard in flight is discarded, never stored partially.
+
+    With a `lookahead`, the first batch is taken from it when it holds exactly that batch, and once the
+    last batch is generated, `next_step()` is asked what this process will do next — a shard number
+    (its first batch is begun), `CARD_NEXT` (the card is begun, for `finalize_dataset`) or None — while
+    this call's tail is encoded and stored.
     """
     all_plans = plan_shards(spec)
     ids = sorted(set(int(s) for s in shard_ids))
@@ -387,14 +525,17 @@ def generate_shards(
     pipeline = _Pipeline(plans, serializer, storage, prefix, workers)
     try:
         with _torch_threads_for(bundle):
-            for index in _segments(plans, batch_size):
+            for n, index in enumerate(_segments(plans, batch_size)):
                 if cancelled is not None and cancelled():
                     log.info("generation cancelled", extra={"dataset": spec.name})
                     pipeline.abort()
                     break
-                pipeline.submit(producer.produce(torch.from_numpy(index)))
+                ready = lookahead.take_batch(spec, bundle, index) if lookahead is not None and n == 0 else None
+                pipeline.submit(ready if ready is not None else producer.produce(torch.from_numpy(index)))
                 _drain(pipeline, progress)
             else:
+                if lookahead is not None and next_step is not None:
+                    _look_ahead(lookahead, next_step, spec, bundle, producer, all_plans, batch_size)
                 pipeline.close()
     except BaseException:
         pipeline.abort()
@@ -403,23 +544,37 @@ def generate_shards(
     return pipeline.infos
 
 
+_torch_threads_lock = threading.Lock()
+_torch_threads_users = 0  # generations (calls, lookahead threads) inside `_torch_threads_for` now
+_torch_threads_before = 0  # torch's thread count before the first of them
+
+
 @contextlib.contextmanager
 def _torch_threads_for(bundle: Bundle) -> Iterator[None]:
     """One torch thread while ONNX Runtime runs G on the CPU.
 
     torch only does small elementwise work here (labels, uint8); with its OpenMP pool competing
     against ONNX Runtime's threads and the encoders, each such op costs ~40× more on a busy 2-core
-    machine (measured: 8 ms vs 0.2 ms for a 512×400 cast).
+    machine (measured: 8 ms vs 0.2 ms for a 512×400 cast). The setting is process-wide and
+    generations overlap (a lookahead thread, parallel calls), so it is counted: the first in sets it,
+    the last out restores it.
     """
+    global _torch_threads_users, _torch_threads_before
     if bundle.engine != "onnx" or torch.device(bundle.device).type != "cpu":
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _torch_threads_lock:
+        if _torch_threads_users == 0:
+            _torch_threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _torch_threads_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _torch_threads_lock:
+            _torch_threads_users -= 1
+            if _torch_threads_users == 0:
+                torch.set_num_threads(_torch_threads_before)
 
 
 def _drain(pipeline: _Pipeline, progress: Callable[[int], None] | None) -> None:
@@ -552,12 +707,16 @@ def dataset_manifest(spec: DatasetSpec, bundle: Bundle, shards: list[ShardInfo])
 
 
 def finalize_dataset(spec: DatasetSpec, bundle: Bundle, storage: StorageLike, prefix: str,
-                     shards: list[ShardInfo]) -> dict[str, Any]:
-    """Write the dataset card, then `manifest.json` LAST (its presence means the dataset is complete)."""
+                     shards: list[ShardInfo], *, lookahead: Lookahead | None = None) -> dict[str, Any]:
+    """Write the dataset card (taken from `lookahead` when it was begun there), then `manifest.json`
+    LAST (its presence means the dataset is complete)."""
     from models.card import render_card
 
     manifest = dataset_manifest(spec, bundle, shards)
-    for name, data in render_card(spec, bundle, BatchProducer(spec, bundle)).items():
+    card = lookahead.take_card(spec, bundle) if lookahead is not None else None
+    if card is None:
+        card = render_card(spec, bundle, BatchProducer(spec, bundle))
+    for name, data in card.items():
         storage.put_bytes(join_key(prefix, name), data, _CONTENT_TYPE[name.rsplit(".", 1)[1]])
     body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     storage.put_bytes(join_key(prefix, MANIFEST_NAME), body, _CONTENT_TYPE["json"])

@@ -1,8 +1,10 @@
-"""Per-process resources a worker (or the API) reuses: storage client, loaded bundles.
+"""Per-process resources a worker (or the API) reuses: storage client, loaded bundles, the lookahead.
 
 A bundle is loaded once per process (hashing its files and building an ONNX session costs far more
 than one shard of a small job), on CUDA when the machine has one. Bundle names are checked before
-they touch the file system, so a spec cannot point outside `bundles_dir`.
+they touch the file system, so a spec cannot point outside `bundles_dir`. The engine's `Lookahead`
+outlives a task, so one shard task can begin the next task's work — the next shard's first batch, or
+the card its job's finalize writes (see `models.engine.Lookahead`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _lock = threading.Lock()
 _bundles: dict[tuple[str, str, str, int | None], Any] = {}
 _storages: dict[tuple[object, ...], Storage] = {}
+_lookahead: Any = None
 
 
 class UnknownBundleError(ValueError):
@@ -105,3 +108,14 @@ def get_storage(settings: Settings) -> Storage:
             else:
                 _storages[key] = LocalStorage(settings.storage_root)
         return _storages[key]
+
+
+def get_lookahead() -> Any:
+    """This process's `models.engine.Lookahead` (one per process: it holds one piece of work at most)."""
+    global _lookahead
+    from models.engine import Lookahead
+
+    with _lock:
+        if _lookahead is None:
+            _lookahead = Lookahead()
+        return _lookahead

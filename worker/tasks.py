@@ -6,7 +6,10 @@ Every task reloads its state from the job records and decides there whether to r
 - another live process is running the shard → nothing (a broker redelivery of a busy shard);
 - otherwise bump `deliveries`; past `max_deliveries` crashing starts the shard is poison → fail the job.
 Then the engine writes the shard (to a temp file, put atomically: identical bytes on any re-run), the
-row becomes `stored`, and the last shard sends `finalize_job`, which writes the manifest last.
+row becomes `stored`, and the last shard sends `finalize_job`, which writes the manifest last. While a
+shard's last samples are encoded and stored, the process begins its likely next work — the next queued
+shard's first batch, or after the job's last shard its card (`next_step`, `models.engine.Lookahead`);
+only generator output is made ahead, so none of the above changes.
 
 Only `TransientStorageError` is retried (exponential backoff with ±50 % jitter); any other error fails
 the job with a message naming the shard. Bundles are loaded once per process, on CUDA when present.
@@ -51,7 +54,7 @@ from worker.db import (
 )
 from worker.jobs import send_finalize
 from worker.reconciler import fail_job, poison_reason, reconcile_once, shard_deadline_s
-from worker.resources import get_bundle, get_storage, warm_bundles
+from worker.resources import get_bundle, get_lookahead, get_storage, warm_bundles
 from worker.settings import Settings, get_settings
 from worker.storage import KeepAliveStorage, TransientStorageError
 
@@ -117,9 +120,10 @@ def claim_shard(settings: Settings, job_id: str, shard: int, task_id: str | None
             log.info("stale message dropped [job %s shard %s task %s]", job_id, shard, task_id, extra=log_extra)
             return None
         now = utcnow()
-        deadline = shard_deadline_s(session, job_id, settings)
-        fresh = row.heartbeat_at is not None and (now - row.heartbeat_at).total_seconds() < deadline
-        if row.status == SHARD_RUNNING and fresh and _owner_alive(row.owner):
+        # Busy elsewhere: running, its owner alive and beating within the deadline (a query over the
+        # job's shard times, so asked last: most claims are of pending shards).
+        if row.status == SHARD_RUNNING and _owner_alive(row.owner) and row.heartbeat_at is not None and (
+                now - row.heartbeat_at).total_seconds() < shard_deadline_s(session, job_id, settings):
             log.info("shard busy elsewhere; redelivery dropped [job %s shard %s task %s]", job_id, shard, task_id, extra={**log_extra, "owner": row.owner})
             return None
         crashes = row.deliveries - row.attempts  # starts that ended neither stored, failed nor retried
@@ -189,11 +193,33 @@ def _run_dataset(settings: Settings, claim: Claim, monitor: Monitor) -> StoredSh
     spec = DatasetSpec.model_validate(claim.spec)
     bundle = get_bundle(settings, claim.bundle)
     infos = generate_shards(spec, bundle, _keepalive_storage(settings, monitor), claim.prefix, [claim.shard],
-                            progress=monitor.progress, cancelled=monitor.cancelled)
+                            progress=monitor.progress, cancelled=monitor.cancelled,
+                            lookahead=get_lookahead(), next_step=lambda: next_step(settings, claim))
     if not infos:  # cancelled before the shard was complete: nothing was stored
         return None
     info = infos[0]
     return StoredShard(key=claim.prefix + info.file, samples=info.count, sha256=info.sha256, size_bytes=info.bytes)
+
+
+def next_step(settings: Settings, claim: Claim) -> int | str | None:
+    """This process's most likely next work for the claimed dataset job, asked as its shard ends (see
+    `models.engine.Lookahead`): the earliest-sent shard still waiting in the queue (messages are taken
+    in the order sent); else, when every other shard is stored, the job's card (its finalize follows
+    this shard); else None."""
+    from models.engine import CARD_NEXT
+
+    with _session(settings) as session:
+        if session.scalar(select(Job.status).where(Job.id == claim.job_id)) not in JOB_ACTIVE:
+            return None
+        others = (ShardTask.job_id == claim.job_id) & (ShardTask.shard != claim.shard)
+        waiting = session.scalar(
+            select(ShardTask.shard).where(others, ShardTask.status == SHARD_PENDING, ShardTask.enqueued_at.is_not(None),
+                                          ShardTask.enqueued_at <= utcnow())
+            .order_by(ShardTask.enqueued_at, ShardTask.shard).limit(1))
+        if waiting is not None:
+            return int(waiting)
+        unstored = session.scalar(select(func.count()).select_from(ShardTask).where(others, ShardTask.status != SHARD_STORED))
+        return CARD_NEXT if unstored == 0 else None
 
 
 def _run_labeling(settings: Settings, claim: Claim, monitor: Monitor) -> StoredShard | None:
@@ -259,9 +285,11 @@ def _release_for_retry(settings: Settings, job_id: str, shard: int, reason: str,
 def run_shard(task: Task, job_id: str, shard: int) -> None:
     """The body shared by `generate_shard` and `label_shard`."""
     settings = get_settings()
+    t0 = time.perf_counter()
     claim = claim_shard(settings, job_id, shard, task.request.id)
     if claim is None:
         return
+    t_claim = time.perf_counter()
     extra = {"job_id": job_id, "shard": shard, "task_id": task.request.id}
     log.info("shard started [job %s shard %s task %s]", job_id, shard, task.request.id, extra=extra)
     monitor = Monitor(settings, job_id, shard)
@@ -285,10 +313,18 @@ def run_shard(task: Task, job_id: str, shard: int) -> None:
     if stored is None:
         log.info("shard stopped: job cancelled [job %s shard %s task %s]", job_id, shard, task.request.id, extra=extra)
         return
+    t_run = time.perf_counter()
     if record_stored(settings, claim, stored):
         with _session(settings) as session:
             send_finalize(session, job_id)
-    log.info("shard stored [job %s shard %s task %s]", job_id, shard, task.request.id, extra={**extra, "samples": stored.samples})
+    t_end = time.perf_counter()
+    # Where a shard's time goes (the job records only say when it started and ended), and how often this
+    # process's lookahead guessed its next work right.
+    phases = {"claim_s": round(t_claim - t0, 3), "run_s": round(t_run - t_claim, 3), "record_s": round(t_end - t_run, 3)}
+    ahead = get_lookahead()
+    log.info("shard stored [job %s shard %s task %s] claim %.3fs run %.3fs record %.3fs; lookahead used %d of %d",
+             job_id, shard, task.request.id, *phases.values(), ahead.taken, ahead.started,
+             extra={**extra, "samples": stored.samples, **phases})
 
 
 @app.task(bind=True, name="worker.tasks.generate_shard")
@@ -307,6 +343,7 @@ def label_shard(self: Task, job_id: str, shard: int) -> None:
 def finalize_job(self: Task, job_id: str) -> None:
     """Write the job's manifest (and dataset card) last, then mark it succeeded. Idempotent."""
     settings = get_settings()
+    t0 = time.perf_counter()
     with _session(settings) as session:
         job = session.get(Job, job_id)
         if job is None or job.status not in JOB_ACTIVE:
@@ -316,6 +353,7 @@ def finalize_job(self: Task, job_id: str) -> None:
             return
         kind, spec, prefix, bundle_name, bundle_sha = job.kind, dict(job.spec), job.prefix, job.bundle, job.bundle_sha
         stored = [(r.shard, r.key or "", r.samples, r.sha256 or "", r.size_bytes) for r in rows]
+    t_read = time.perf_counter()
     try:
         storage = get_storage(settings)
         if kind == KIND_DATASET:
@@ -334,6 +372,7 @@ def finalize_job(self: Task, job_id: str) -> None:
         log.exception("finalize of job %s failed", job_id, extra={"job_id": job_id})
         _fail(settings, job_id, None, f"finalize: {type(exc).__name__}: {exc}")
         return
+    t_write = time.perf_counter()
     with _session(settings) as session, session.begin():
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.status not in JOB_ACTIVE:  # deleted or cancelled while finalizing
@@ -341,7 +380,10 @@ def finalize_job(self: Task, job_id: str) -> None:
                 get_storage(settings).delete_prefix(prefix)
             return
         job.status, job.finished_at = JOB_SUCCEEDED, utcnow()
-    log.info("job %s succeeded", job_id, extra={"job_id": job_id})
+    phases = {"read_s": round(t_read - t0, 3), "write_s": round(t_write - t_read, 3),
+              "record_s": round(time.perf_counter() - t_write, 3)}
+    log.info("job %s succeeded; finalize read %.3fs write %.3fs record %.3fs", job_id, *phases.values(),
+             extra={"job_id": job_id, **phases})
 
 
 def _finalize_dataset(settings: Settings, spec_json: dict[str, Any], bundle_name: str, prefix: str,
@@ -351,7 +393,8 @@ def _finalize_dataset(settings: Settings, spec_json: dict[str, Any], bundle_name
 
     spec = DatasetSpec.model_validate(spec_json)
     infos = [ShardInfo(shard=s, file=k.removeprefix(prefix), count=n, sha256=h, bytes=b) for s, k, n, h, b in stored]
-    finalize_dataset(spec, get_bundle(settings, bundle_name), get_storage(settings), prefix, infos)
+    finalize_dataset(spec, get_bundle(settings, bundle_name), get_storage(settings), prefix, infos,
+                     lookahead=get_lookahead())
 
 
 @app.task(name="worker.tasks.reconcile")
