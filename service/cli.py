@@ -24,6 +24,7 @@ app.command("export")(__import__("service.commands.export", fromlist=["export_co
 app.command("generate")(__import__("service.commands.generate", fromlist=["generate_command"]).generate_command)
 app.command("predict")(__import__("service.commands.predict", fromlist=["predict_command"]).predict_command)
 app.command("edit")(__import__("service.commands.edit", fromlist=["edit_command"]).edit_command)
+app.command("results")(__import__("service.commands.results", fromlist=["results_command"]).results_command)
 
 
 if __name__ == "__main__":

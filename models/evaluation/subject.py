@@ -44,7 +44,7 @@ def domain_settings(config: dict[str, object]) -> dict[str, object]:
 
 def from_run(run_dir: str | Path, device: torch.device | str = "cpu") -> EvalModel:
     """Wrap a training run directory (`models.trainers.run.load_run`)."""
-    from models.trainers.run import load_run
+    from models.trainers.run import load_run, loop_seconds
 
     run = load_run(run_dir, device)
     if run.generator is None or run.image_predictor is None:
@@ -63,7 +63,8 @@ def from_run(run_dir: str | Path, device: torch.device | str = "cpu") -> EvalMod
     return EvalModel(name=Path(run_dir).name, source="run", path=str(run_dir), domain=run.domain,
                      layout=get_layout(run.layout), nz=nz, image_size=run.net.image_size,
                      channels=run.net.channels, generate=generate, predict=predict,
-                     info={"trainer": run.trainer, "iteration": run.iteration, **domain_settings(run.config)})
+                     info={"trainer": run.trainer, "iteration": run.iteration,
+                           "train_loop_seconds": loop_seconds(run_dir), **domain_settings(run.config)})
 
 
 def from_bundle(bundle_dir: str | Path, device: torch.device | str = "cpu") -> EvalModel:

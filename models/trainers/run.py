@@ -150,6 +150,32 @@ def _renderbegan_modules(options: dict[str, Any], states: dict[str, Any], net: N
     return RunModules(generator=parts.get("generator"), simulator=simulator, image_predictor=reader, parts=parts)
 
 
+def loop_seconds(run_dir: Path | str) -> float | None:
+    """Wall seconds the run's training loop has taken so far, from `log.jsonl` (each interval's
+    `ms_per_iter` × its iterations); None when the run logs no loop (a trainer without one).
+
+    Why from the log: a run is resumed across sessions and machines, so no single clock saw it all.
+    After a resume the log repeats the intervals since the checkpoint; the later line of an iteration
+    wins. Phases before the loop (fitting S, the content network) are not counted.
+    """
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        return None
+    ms_at: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if isinstance(row, dict) and "iteration" in row and "ms_per_iter" in row:
+            ms_at[int(row["iteration"])] = float(row["ms_per_iter"])
+    previous, total = 0, 0.0
+    for iteration in sorted(ms_at):
+        total += ms_at[iteration] * (iteration - previous) / 1000.0
+        previous = iteration
+    return total if ms_at else None
+
+
 def load_run(run_dir: Path | str, device: str = "cpu") -> TrainedRun:
     """Rebuild a run's networks from its options and latest checkpoint, in eval mode on `device`."""
     from models.trainers.registry import load_builtin_trainers

@@ -246,7 +246,7 @@ def method_command(method: str) -> Any:
             raise _fail(str(err)) from None
         _finish(result)
 
-    command.__doc__ = f"Train the '{method}' method (see docs/methods.md) with checkpoints and exact resume."
+    command.__doc__ = f"Train the '{method}' method (see docs/methods/{method}.md) with checkpoints and exact resume."
     return command
 
 
