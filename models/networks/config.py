@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+G_INPUTS = ("stack", "dense")
+
 
 @dataclass
 class NetConfig:
@@ -20,6 +22,7 @@ class NetConfig:
     dropout_d: float = 0.4  # dropout between D's FC pairs; the thesis names no value, so P's 0.4 is reused
     dropout_p: float = 0.4  # dropout before P's last FC layer (thesis Fig. 3.11)
     hidden: int = 256  # width of the hidden FC layer in D's encoder/decoder heads and in P (thesis: unstated)
+    g_input: str = "stack"  # G's 4×4 input: "stack" tiles (z, l) (thesis), "dense" projects it (see Generator)
 
     def __post_init__(self) -> None:
         s = self.image_size
@@ -28,6 +31,8 @@ class NetConfig:
         for name in ("channels", "label_dim", "nz", "nh", "c", "hidden"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)}")
+        if self.g_input not in G_INPUTS:
+            raise ValueError(f"g_input: must be one of {', '.join(G_INPUTS)}, got {self.g_input!r}")
         for name in ("dropout_d", "dropout_p"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ValueError(f"{name}: must be in [0, 1), got {getattr(self, name)}")

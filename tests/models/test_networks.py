@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -42,7 +44,7 @@ def test_widths_decrease_linearly_from_4c_to_c_like_the_thesis() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"image_size": 48}, {"image_size": 4}, {"image_size": 256}, {"c": 0},
-                                 {"dropout_p": 1.0}])
+                                 {"dropout_p": 1.0}, {"g_input": "tiled"}])
 def test_bad_net_config_names_the_field(bad: dict[str, object]) -> None:
     field = next(iter(bad))
     with pytest.raises(ValueError, match=field):
@@ -54,9 +56,10 @@ def test_from_dict_rejects_unknown_keys() -> None:
         NetConfig.from_dict({"chanels": 3})
 
 
-def test_generator_uses_both_noise_and_label() -> None:
+@pytest.mark.parametrize("g_input", ["stack", "dense"])
+def test_generator_uses_both_noise_and_label(g_input: str) -> None:
     torch.manual_seed(0)
-    cfg = tiny(16)
+    cfg = replace(tiny(16), g_input=g_input)
     g = Generator(cfg)
     z, labels = torch.randn(2, cfg.nz), torch.randn(2, cfg.label_dim)
     base = g(z, labels)
@@ -94,3 +97,16 @@ def test_assert_shape_names_the_tensor() -> None:
     with pytest.raises(ValueError, match="Generator z"):
         Generator(tiny(8))(torch.randn(2, 5), torch.randn(2, 16))
     assert_shape(torch.zeros(2, 3), (None, 3))
+
+
+@pytest.mark.parametrize(("g_input", "distinct"), [("stack", False), ("dense", True)])
+def test_generator_seed_is_the_same_at_every_position_only_when_stacked(g_input: str, distinct: bool) -> None:
+    """Why `dense` exists: a stacked (z, l) gives all 16 positions of the 4×4 seed the same features."""
+    torch.manual_seed(0)
+    g = Generator(replace(tiny(16), g_input=g_input))
+    seeds: list[torch.Tensor] = []
+    g.decoder.blocks[0].register_forward_hook(lambda _m, inputs, _out: seeds.append(inputs[0]))
+    g(torch.randn(2, g.cfg.nz), torch.randn(2, g.cfg.label_dim))
+    seed = seeds[0]  # [B, Nz+D, 4, 4]
+    assert seed.shape[-2:] == (4, 4)
+    assert (not torch.allclose(seed, seed[:, :, :1, :1].expand_as(seed))) == distinct
