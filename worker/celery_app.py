@@ -32,6 +32,8 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
+from celery.utils import timer2
+from celery.worker import state as worker_state
 from kombu import Exchange, Queue
 from kombu.transport import filesystem
 
@@ -105,6 +107,8 @@ class FolderTransport(filesystem.Transport):
         start = time.monotonic()
         cycle: Any = self.cycle  # (typed None on the base class until a channel opens)
         while True:
+            if _worker_stopping():
+                raise TimeoutError()  # "no message": see `_worker_stopping`
             busy = self._slot_taken()
             if not busy:
                 try:
@@ -139,6 +143,40 @@ class FolderTransport(filesystem.Transport):
         return self._watch
 
 
+class WorkerTimer(timer2.Timer):
+    """Celery's timer thread, except that `stop` wakes it rather than waiting out its idle wait.
+
+    With nothing scheduled (a stopping worker has just cancelled its heartbeat), the thread waits
+    1 s at a time for an entry, and between entries it sleeps up to `worker_timer_precision` (Celery's
+    default: 1 s); `Timer.stop` sets a flag and joins the thread, so each worker shutdown waited up to
+    1 s more here. The precision is 0.25 s (nothing here schedules finer than seconds: only the idle
+    thread wakes more often), and `stop` sets the flag first and then wakes the waiting thread.
+    """
+
+    def stop(self) -> None:
+        shutdown = getattr(self, "_Timer__is_shutdown", None)  # (Timer.stop's flag; without it, plain stop)
+        if shutdown is not None:
+            shutdown.set()
+            with self.not_empty:
+                self.not_empty.notify_all()
+        super().stop()
+
+
+def _worker_stopping() -> bool:
+    """This process is a Celery worker that was asked to stop (SIGTERM, SIGINT, SIGQUIT).
+
+    Celery's signal handler only sets a flag, and its loop for transports like this one (`synloop`)
+    reads the flag between `drain_events(timeout=2.0)` calls — and, having read it, drains once more
+    before it stops: an idle worker sat out 2–4 s of these waits after SIGTERM, and the last drain could
+    even take a new message after it. So once the flag is set, `drain_events` reports "no message" at
+    once (within one polling interval): a warm shutdown still finishes the running task, it just takes
+    no new one, which stays in the folder for the next worker.
+    """
+    stop, terminate = worker_state.should_stop, worker_state.should_terminate
+    # (the flags hold the exit code, and a warm shutdown's is 0: only None and False mean "no")
+    return (stop is not None and stop is not False) or (terminate is not None and terminate is not False)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for `settings` (also used by tests to build a producer-only app)."""
     folder = settings.broker_url.startswith("filesystem://")
@@ -160,6 +198,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A pool process that died is reported (and its message requeued) after 1 s, not 10 s:
         # results are never needed here, so there is nothing to wait for.
         "worker_lost_wait": 1.0,
+        # The timer thread of a worker without an event loop (the folder broker's; Redis workers have
+        # none) and how long it sleeps between checks: a stopping worker waits for it (see `WorkerTimer`).
+        "worker_timer": f"{__name__}:WorkerTimer",
+        "worker_timer_precision": 0.25,
         "task_queues": (
             Queue(QUEUE_GPU, Exchange(QUEUE_GPU), routing_key=QUEUE_GPU),
             Queue(QUEUE_DEFAULT, Exchange(QUEUE_DEFAULT), routing_key=QUEUE_DEFAULT),

@@ -9,6 +9,8 @@ from `LABELFORGE_*` variables.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 from typing import Annotated, Any
 
@@ -41,12 +43,15 @@ def worker(
         typer.echo(f"error: --queues: unknown queue(s) {', '.join(sorted(unknown))}; use gpu and/or default", err=True)
         raise typer.Exit(2)
 
-    from celery.signals import worker_ready, worker_shutdown
+    from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
     from worker.celery_app import app as celery
     from worker.db import get_engine, init_db
     from worker.reconciler import ReconcilerProcess
 
+    # Skip the interpreter's last garbage collections at exit: they walk every object torch and the
+    # bundles created (about 0.6 s on 2 cores) only to free memory the exit frees anyway.
+    atexit.register(gc.freeze)
     settings.ensure_dirs()
     init_db()
     get_engine().dispose()  # this process forks the pool: it keeps no DB connection open across a fork
@@ -56,10 +61,14 @@ def worker(
         def _start(**_: Any) -> None:
             process.start()
 
-        def _stop(**_: Any) -> None:
+        def _request_stop(**_: Any) -> None:  # (from Celery's signal handler, as shutdown begins)
+            process.request_stop()
+
+        def _stop(**_: Any) -> None:  # (once the pool is closed)
             process.stop()
 
         worker_ready.connect(_start, weak=False)
+        worker_shutting_down.connect(_request_stop, weak=False)
         worker_shutdown.connect(_stop, weak=False)
 
     celery.worker_main([
