@@ -11,9 +11,10 @@ anything that turns G's output into pixels (grids, exports, shards) clamps to [0
 `g_input="dense"` replaces the stacking by a learned linear map to the same [Nz + D, 4, 4] tensor, as
 Progressive GAN's first block does (its 4×4 convolution on the 1×1 latent). Why: a stacked input is
 the same at all 16 positions, so the only spatial signal the convolutions get is their zero padding;
-G must learn where things go from border effects alone (measured on digits: no digit shapes after
-3,000 iterations of the stacked input, see docs/results). A projection gives every position its own
-features from the first layer on.
+G must learn where things go from border effects alone. A projection gives every position its own
+features from the first layer on. Measured on digits (c=16, seed 0, 2-core CPU): at iteration 2,000
+P's digit loss on G's images is 1.55 with `dense` vs 1.76 with `stack`, while L_c and L_d(G) are the
+same (0.81 vs 0.76, 0.081 vs 0.082): a modest gain, not a cure (docs/results/README.md).
 """
 
 from __future__ import annotations
