@@ -46,8 +46,8 @@ def _hours(report: dict[str, Any]) -> Any:
 
 COMMON_HEAD = [Column("method", _model("trainer"), "`{}`"), Column("mode", lambda r: r.get("mode"), "{}"),
                Column("iterations", _model("iteration"), "{:,}")]
-COMMON_TAIL = [Column("KID gen↔real ↓", _figure("kid_gen_real"), "{:.4f}"),
-               Column("KID sim↔real", _figure("kid_sim_real"), "{:.4f}"),
+COMMON_TAIL = [Column("KID gen↔real ↓", _figure("kid_gen_real"), "{:.4g}"),
+               Column("KID sim↔real", _figure("kid_sim_real"), "{:.4g}"),
                Column("Δ′ off ↓", _summary("delta_prime_off")),
                Column("loop hours", _hours, "{:.2f}")]
 
