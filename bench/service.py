@@ -78,10 +78,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def database_url(tmp: Path) -> str:
+    """The server's job records (read back for `service_phases`)."""
+    return f"sqlite:///{tmp}/data/labelforge.db"
+
+
 def start_serve(tmp: Path, bundles: Path, worker_concurrency: int) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     env = {**os.environ, "LABELFORGE_DATA_DIR": str(tmp / "data"), "LABELFORGE_BUNDLES_DIR": str(bundles.resolve()),
-           "LABELFORGE_DATABASE_URL": f"sqlite:///{tmp}/data/labelforge.db",
+           "LABELFORGE_DATABASE_URL": database_url(tmp),
            "LABELFORGE_WORKER_CONCURRENCY": str(worker_concurrency),
            "PYTHONPATH": str(REPO)}
     log = (tmp / "serve.log").open("wb")
@@ -161,11 +166,11 @@ def dataset_seconds_service(url: str, key: str, spec: dict) -> tuple[float, str]
     return (finished - created).total_seconds(), job.json()["id"]
 
 
-def service_phases(database_url: str, job_id: str) -> dict[str, object]:
+def service_phases(db_url: str, job_id: str) -> dict[str, object]:
     """The job's time split into dispatch, shards, gaps between them and finalize (module docstring)."""
     from worker.db import Job, get_sessionmaker
 
-    with get_sessionmaker(database_url)() as session:
+    with get_sessionmaker(db_url)() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.finished_at is not None
         spans = sorted((s.started_at, s.finished_at) for s in job.shards if s.started_at and s.finished_at)
@@ -237,7 +242,7 @@ def main() -> None:
             service_runs, engine_runs = [], []
             for i in range(args.repeats):
                 seconds, job_id = dataset_seconds_service(url, key, {**spec, "name": f"bench-{i}"})
-                service_runs.append((seconds, service_phases(f"sqlite:///{tmp}/data/labelforge.db", job_id)))
+                service_runs.append((seconds, service_phases(database_url(tmp), job_id)))
                 engine_runs.append(dataset_seconds_engine(bundle, {**spec, "name": f"bench-{i}"}, tmp / "engine"))
         finally:
             proc.terminate()

@@ -188,7 +188,7 @@ def export_placeholder(domain: str, out_dir: Path | str, seed: int = 0, **net_ov
         raise ValueError(f"domain: no placeholder recipe for '{domain}'; known: {', '.join(PLACEHOLDERS)}")
     layout_name, overrides = PLACEHOLDERS[domain]
     layout = get_layout(layout_name)
-    net = NetConfig(label_dim=layout.dim, **{**overrides, **net_overrides})
+    net = NetConfig.from_dict({"label_dim": layout.dim, **overrides, **net_overrides})
     torch.manual_seed(seed)
     return export_bundle(
         out_dir,
