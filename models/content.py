@@ -9,7 +9,10 @@ L_c compares G(z, l) with S(l) in a feature space that should react to *what the
   task, so its features keep label content and drop style — what the thesis asked VGG to do, without
   ImageNet weights (none can be downloaded here). Frozen; cached as a weights-only file.
 - `vgg16`: torchvision VGG16 up to relu4_3 after ×7 upsampling, as in the thesis. Weights come from a
-  local file (`--vgg-weights`); without one the net is randomly initialised, with a loud warning.
+  local file (`--vgg-weights`); without one the net is randomly initialised, with a loud warning. The
+  upsampling factor is configurable: ×7 brings 32-px images to ImageNet scale, which matters for
+  ImageNet weights but costs ~49× the FLOPs (about 25 s an iteration on one CPU core), so a CPU
+  ablation with random weights may use ×1.
 - `none`: no content loss (ablation).
 """
 
@@ -38,10 +41,12 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class VGGContent(nn.Module):
-    """VGG16 features up to relu4_3 (the ReLU before the penultimate max-pool), inputs upsampled ×7."""
+    """VGG16 features up to relu4_3 (the ReLU before the penultimate max-pool), inputs upsampled ×`upsample`
+    (the thesis: 7)."""
 
-    def __init__(self, weights_path: str | Path | None = None):
+    def __init__(self, weights_path: str | Path | None = None, upsample: float = 7.0):
         super().__init__()
+        self.upsample = upsample
         from torchvision.models import vgg16
 
         vgg = vgg16(weights=None)
@@ -57,10 +62,11 @@ class VGGContent(nn.Module):
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, S, S] -> [B, 512, 7S/8, 7S/8]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, S, S] -> [B, 512, uS/8, uS/8]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x = F.interpolate(x, scale_factor=7.0, mode="bilinear", align_corners=False)
+        if self.upsample != 1.0:
+            x = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
         return self.features((x - self.mean) / self.std)
 
 
@@ -165,12 +171,13 @@ def build_content_features(
     cache_path: Path,
     label_aware: LabelAwareConfig | None = None,
     vgg_weights: str | Path | None = None,
+    vgg_upsample: float = 7.0,
 ) -> nn.Module | None:
     """A frozen feature extractor images [B, C, S, S] -> features, or None for `none`."""
     if kind == "none":
         return None
     if kind == "vgg16":
-        return VGGContent(vgg_weights).to(domain.device).eval().requires_grad_(False)
+        return VGGContent(vgg_weights, vgg_upsample).to(domain.device).eval().requires_grad_(False)
     if kind == "label-aware":
         return load_or_train_label_aware(domain, label_aware or LabelAwareConfig(), seed, cache_path)
     raise ValueError(f"content: unknown feature extractor '{kind}'; choose one of {', '.join(CONTENT_KINDS)}")

@@ -39,6 +39,16 @@ def _model(key: str) -> Getter:
     return lambda report: report.get("model", {}).get(key)
 
 
+def _option(path: str) -> Getter:
+    """A training option from the report's `model.trainer_config`; dotted paths reach nested ones (net.c)."""
+    def get(report: dict[str, Any]) -> Any:
+        node: Any = report.get("model", {}).get("trainer_config", {})
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+    return get
+
+
 def _hours(report: dict[str, Any]) -> Any:
     seconds = report.get("model", {}).get("train_loop_seconds")
     return None if seconds is None else seconds / 3600.0
@@ -93,9 +103,13 @@ def load_reports(paths: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
     return reports
 
 
-def methods_table(reports: Sequence[tuple[Path, dict[str, Any]]], out: Path) -> str:
+def methods_table(reports: Sequence[tuple[Path, dict[str, Any]]], out: Path, vary: Sequence[str] = ()) -> str:
     """The markdown page: one table per domain, one row per report, each row linking its report page
-    (relative to `out`). Rows keep the order given; domains follow `COLUMNS`, then any other."""
+    (relative to `out`). Rows keep the order given; domains follow `COLUMNS`, then any other.
+
+    `vary` names training options shown as extra columns after the method, which turns the page into
+    an ablation table (e.g. `content`, `w_c`); an option a run did not record shows "—"."""
+    extra = [Column(name, _option(name), "{}") for name in vary]
     domains = list(COLUMNS) + sorted({r["model"]["domain"] for _, r in reports} - set(COLUMNS))
     lines = ["# All methods on the benchmark domains", "",
              "Every figure below is copied from the `labelforge eval` report the row links to; refresh with "
@@ -107,7 +121,8 @@ def methods_table(reports: Sequence[tuple[Path, dict[str, Any]]], out: Path) -> 
         rows = [(p, r) for p, r in reports if r["model"]["domain"] == domain]
         if not rows:
             continue
-        columns = COLUMNS.get(domain, [*COMMON_HEAD, *COMMON_TAIL])
+        base = COLUMNS.get(domain, [*COMMON_HEAD, *COMMON_TAIL])
+        columns = [base[0], *extra, *base[1:]]
         lines += [f"## {domain}", "", "| " + " | ".join(c.header for c in columns) + " | report |",
                   "|" + "---|" * (len(columns) + 1)]
         for path, report in rows:

@@ -64,7 +64,8 @@ def from_run(run_dir: str | Path, device: torch.device | str = "cpu") -> EvalMod
                      layout=get_layout(run.layout), nz=nz, image_size=run.net.image_size,
                      channels=run.net.channels, generate=generate, predict=predict,
                      info={"trainer": run.trainer, "iteration": run.iteration,
-                           "train_loop_seconds": loop_seconds(run_dir), **domain_settings(run.config)})
+                           "train_loop_seconds": loop_seconds(run_dir), "trainer_config": dict(run.config),
+                           **domain_settings(run.config)})
 
 
 def from_bundle(bundle_dir: str | Path, device: torch.device | str = "cpu") -> EvalModel:
@@ -82,4 +83,5 @@ def from_bundle(bundle_dir: str | Path, device: torch.device | str = "cpu") -> E
     return EvalModel(name=b.name, source="bundle", path=str(bundle_dir), domain=b.domain, layout=b.layout,
                      nz=b.nz, image_size=b.image_size, channels=b.channels, generate=generate,
                      predict=predict, info={"trainer": b.manifest.get("trainer"), "sha": b.sha,
-                           **domain_settings(b.manifest.get("trainer_config") or {})})
+                                            "trainer_config": dict(b.manifest.get("trainer_config") or {}),
+                                            **domain_settings(b.manifest.get("trainer_config") or {})})

@@ -87,7 +87,9 @@ class RenderBEGANConfig:
     categorical_loss: str = "ce"  # "ce" (cross-entropy on categorical slices) or "mse" (thesis)
     content: str = "label-aware"  # content features: label-aware | vgg16 | none
     vgg_weights: str | None = None  # local VGG16 state-dict file for content="vgg16"
+    vgg_upsample: float = 7.0  # content="vgg16": input upsampling (thesis ×7; ×1 makes a CPU ablation feasible)
     content_steps: int = 2000  # optimizer steps of the label-aware feature net
+    content_run: str | None = None  # folder with a trained content_label_aware.pt to reuse; None = this run's
     content_batch: int = 64  # images per label-aware step
     simulator_run: str | None = None  # run dir with a trained S, or a folder with its simulator.pt; None = fit here
     simulator_steps: int = 5000  # S fitting steps when simulator_run is None
@@ -118,10 +120,13 @@ class RenderBEGANConfig:
             (min(self.log_every, self.sample_every, self.checkpoint_every) >= 1, "log_every/sample_every/"
              "checkpoint_every", "must be ≥ 1"),
             (self.w_c >= 0 and self.w_z >= 0, "w_c/w_z", "must be ≥ 0"),
+            (self.vgg_upsample > 0, "vgg_upsample", "must be > 0"),
         ]
         for ok, name, why in checks:
             if not ok:
                 raise ValueError(f"{name}: {why}")
+        if self.content_run is not None and not (Path(self.content_run) / CONTENT_FILE).is_file():
+            raise ValueError(f"content_run: no {CONTENT_FILE} in {self.content_run}")
         if self.vgg_weights is not None and not Path(self.vgg_weights).is_file():
             raise ValueError(f"vgg_weights: no such file {self.vgg_weights}")
 
@@ -506,9 +511,9 @@ def train_renderbegan(
     write_options(run_dir, options_for(cfg, domain, net, sim_net))
     log.info("phase 2/3: content features '%s'", cfg.content)
     feat = build_content_features(
-        cfg.content, domain, seed=cfg.seed, cache_path=run_dir / CONTENT_FILE,
+        cfg.content, domain, seed=cfg.seed, cache_path=Path(cfg.content_run or run_dir) / CONTENT_FILE,
         label_aware=LabelAwareConfig(steps=cfg.content_steps, batch_size=cfg.content_batch),
-        vgg_weights=cfg.vgg_weights,
+        vgg_weights=cfg.vgg_weights, vgg_upsample=cfg.vgg_upsample,
     )
     log.info("phase 3/3: GAN training to iteration %d", cfg.iterations)
     loop = RenderBEGANLoop(cfg, domain, build_nets(cfg, net, sim, dev), feat, run_dir)

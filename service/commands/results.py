@@ -17,6 +17,8 @@ console = Console()
 def results_command(
     reports: Annotated[list[Path], typer.Argument(help="report.json files written by `labelforge eval`")],
     out: Annotated[Path, typer.Option("--out", help="Markdown page to write.")] = Path("docs/results/methods.md"),
+    vary: Annotated[list[str] | None, typer.Option(
+        "--vary", help="Training option shown as a column (repeatable; dotted for nested, e.g. net.c): an ablation table.")] = None,
 ) -> None:
     """Write one markdown table per domain with every method's eval figures, each row linking its report."""
     from models.evaluation.results_table import load_reports, methods_table
@@ -27,5 +29,5 @@ def results_command(
         console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         raise typer.Exit(2) from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(methods_table(loaded, out))
+    out.write_text(methods_table(loaded, out, vary or []))
     console.print(f"wrote {out} ({len(loaded)} report(s))")

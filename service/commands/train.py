@@ -142,6 +142,8 @@ def renderbegan_command(
     amp: Annotated[str | None, typer.Option("--amp", help="none (fp32 reference) or bf16.")] = None,
     cuda_graph: Annotated[bool | None, typer.Option(
         "--cuda-graph/--eager", help="Replay each iteration as one CUDA graph (CUDA only; eager is the reference).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any RenderBEGANConfig field as key=value (YAML value), repeatable.")] = None,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Train RenderBEGAN (G, D, P against a frozen simulator S) with checkpoints and exact resume."""
@@ -163,6 +165,7 @@ def renderbegan_command(
         else:
             data = _read_yaml(config)
             data.update({k: v for k, v in flags.items() if v is not None})
+            _merge(data, _parse_overrides(overrides or []))
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         cfg = config_from_dict(RenderBEGANConfig, data)
@@ -223,7 +226,7 @@ def method_command(method: str) -> Any:
             else:
                 data = _read_yaml(config)
                 data.update({k: v for k, v in flags.items() if v is not None})
-                data.update(_parse_overrides(overrides or []))
+                _merge(data, _parse_overrides(overrides or []))
             cfg = config_from_dict(cls, data)
             if hasattr(cfg, "validate"):
                 cfg.validate()
@@ -265,6 +268,15 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
     return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Deep-merge `extra` into `base`, so `--set net.c=16` changes one field of a config file's `net`."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 SIBLING_METHODS: tuple[str, ...] = ("dcgan", "infobegan", "labelgan", "source-only", "synthvaegan")  # trainers from the other seeds, each with the generic command

@@ -150,3 +150,12 @@ def test_label_aware_content_net_learns_labels_through_photometric_randomization
         before = label_loss(untrained(shaken), labels, DIGITS)[1]["pose"].item()
         after = label_loss(trained(shaken), labels, DIGITS)[1]["pose"].item()
     assert after < 0.8 * before
+
+
+def test_vgg_content_upsampling_sets_the_feature_grid_and_grey_images_work() -> None:
+    """×7 is the thesis's ImageNet-scale input; ×1 is the cheap variant a CPU ablation uses."""
+    from models.content import VGGContent
+
+    grey = torch.rand(2, 1, 16, 16)
+    assert VGGContent(upsample=7.0)(grey).shape == (2, 512, 14, 14)  # 16·7 = 112 px → /8 after three pools
+    assert VGGContent(upsample=1.0)(grey).shape == (2, 512, 2, 2)

@@ -148,6 +148,17 @@ def test_cli_dry_run_prints_resolved_config(tmp_path: Path) -> None:
     assert data["iterations"] == 7 and data["domain"] == "digits" and data["w_c"] == 0.1 and data["batch_size"] == 24
 
 
+def test_cli_set_reaches_any_field_and_merges_into_the_config_files_net(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("net: {c: 16, nz: 8}\nw_c: 0.1\n")
+    result = _cli("train", "renderbegan", "--domain", "digits", "--config", str(cfg), "--set", "w_c=0.3",
+                  "--set", "net.g_input=dense", "--set", "content=vgg16", "--set", "vgg_upsample=1", "--dry-run")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["w_c"] == 0.3 and data["content"] == "vgg16" and data["vgg_upsample"] == 1
+    assert data["net"] == {"c": 16, "nz": 8, "g_input": "dense"}  # one nested field set, the file's others kept
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -155,6 +166,9 @@ def test_cli_dry_run_prints_resolved_config(tmp_path: Path) -> None:
         (["--domain", "nope", "--iterations", "1"], "unknown domain 'nope'"),
         (["--resume"], "training_options.json is missing"),
         (["--vgg-weights", "/nonexistent.pth", "--content", "vgg16"], "vgg_weights: no such file"),
+        (["--set", "vgg_upsample=0", "--iterations", "1"], "vgg_upsample: must be > 0"),
+        (["--set", "content_run=/nonexistent", "--iterations", "1"], "content_run: no content_label_aware.pt"),
+        (["--set", "w_c"], "--set: 'w_c' is not key=value"),
     ],
 )
 def test_cli_bad_option_gives_clear_message_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

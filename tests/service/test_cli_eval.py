@@ -46,4 +46,6 @@ def test_eval_quick_on_a_tiny_bundle_writes_report_and_page(tiny_bundle_dir: Pat
     assert all(math.isfinite(v) for v in report["summary"].values())
     assert report["summary"]["oracle_acc"] > 0.8  # the oracle really learned the real digits
     assert report["domain_gap_ok"] is True  # source-only error ≥ 3× the oracle's (issue 4)
+    manifest = json.loads((tiny_bundle_dir / "manifest.json").read_text())
+    assert report["model"]["trainer_config"] == manifest["trainer_config"]  # what `results --vary` reads
     assert (out.parent / "digit_noise_grid.png").exists() and out.with_suffix(".md").exists()

@@ -45,6 +45,25 @@ def test_results_table_copies_each_reports_figures_per_domain(tmp_path: Path) ->
     assert "renderbegan" not in faces_part
 
 
+def test_vary_shows_each_runs_training_options_as_ablation_columns(tmp_path: Path) -> None:
+    arms = [write_report(tmp_path / name, "renderbegan", "digits", {"gen_digit_acc": acc}, {},
+                         trainer_config=config)
+            for name, acc, config in [("none", 0.1, {"content": "none", "w_c": 0.1, "net": {"c": 16}}),
+                                      ("wc03", 0.4, {"content": "label-aware", "w_c": 0.3, "net": {"c": 16}}),
+                                      ("old", 0.2, {})]]  # a report from before trainer_config was recorded
+    out = tmp_path / "ablation.md"
+    result = runner.invoke(app, ["results", *map(str, arms), "--vary", "content", "--vary", "w_c",
+                                 "--vary", "net.c", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| method"))
+    assert header.startswith("| method | content | w_c | net.c | mode |")
+    rows = [line for line in lines if line.startswith("| `renderbegan`")]
+    assert rows[0].startswith("| `renderbegan` | none | 0.1 | 16 |") and "0.100" in rows[0]
+    assert rows[1].startswith("| `renderbegan` | label-aware | 0.3 | 16 |") and "0.400" in rows[1]
+    assert rows[2].startswith("| `renderbegan` | — | — | — |")
+
+
 def test_results_names_a_file_that_is_not_an_eval_report(tmp_path: Path) -> None:
     bogus = tmp_path / "training_options.json"
     bogus.write_text(json.dumps({"trainer": "dcgan"}))
