@@ -33,6 +33,8 @@ from models.layouts import LabelLayout
 
 log = logging.getLogger(__name__)
 
+EvalProgress = Callable[[str, int, int], None]  # (what is being done, steps done, total steps)
+
 SHAPE_DIMS = 10  # shape coefficients scored by gen_shape10_rmse
 DOMAIN_GAP_MIN = 3.0  # issue 4: source-only error must be ≥ 3× the oracle's
 
@@ -76,7 +78,7 @@ def supervised_fields(layout: LabelLayout) -> tuple[str, ...]:
 
 
 def train_baselines(domain: Domain, cfg: EvalConfig, domain_key: dict[str, Any], has_oracle: bool,
-                    device: torch.device | str) -> Baselines:
+                    device: torch.device | str, progress: EvalProgress | None = None) -> Baselines:
     """Oracle and source-only CNNs, from the cache when the same recipe was trained before."""
     fields = supervised_fields(domain.layout)
     pcfg = replace(cfg.predictor, image_size=domain.image_size, channels=domain.channels,
@@ -85,10 +87,14 @@ def train_baselines(domain: Domain, cfg: EvalConfig, domain_key: dict[str, Any],
 
     def fit(kind: str, pool_fn: Callable[[Domain, int, int], RealSplit], count: int) -> Callable[[], LabelCNN]:
         def build() -> LabelCNN:
+            what = f"{kind} baseline ({count:,} images)"
+            if progress is not None:
+                progress(f"{what}: drawing the images", 0, 1)
             pool = pool_fn(domain, count, cfg.seed)
             assert pool.labels is not None
             info[f"{kind}_train_count"] = len(pool.images)
-            return train_predictor(pool.images, pool.labels, domain.layout, fields, pcfg, device)
+            steps = None if progress is None else (lambda done, total: progress(f"{what}: training", done, total))
+            return train_predictor(pool.images, pool.labels, domain.layout, fields, pcfg, device, steps)
         return build
 
     nets: dict[str, LabelCNN | None] = {"oracle": None}
@@ -260,8 +266,14 @@ def domain_fingerprint(domain: Domain) -> str:
 
 
 def evaluate(model: EvalModel, domain: Domain, cfg: EvalConfig, domain_key: dict[str, Any] | None = None,
-             device: torch.device | str = "cpu", mode: str = "full") -> tuple[dict[str, Any], Samples]:
-    """Score `model` on `domain`; returns the JSON-ready report and the samples (for contact sheets)."""
+             device: torch.device | str = "cpu", mode: str = "full",
+             progress: EvalProgress | None = None) -> tuple[dict[str, Any], Samples]:
+    """Score `model` on `domain`; returns the JSON-ready report and the samples (for contact sheets).
+    `progress` hears each phase (and each baseline training step) as it happens."""
+    def phase(what: str) -> None:
+        if progress is not None:
+            progress(what, 0, 1)
+
     if (domain.image_size, domain.channels, domain.layout.name) != (model.image_size, model.channels,
                                                                     model.layout.name):
         raise ValueError(f"model ({model.image_size}px, {model.channels}ch, {model.layout.name}) does not match "
@@ -272,15 +284,18 @@ def evaluate(model: EvalModel, domain: Domain, cfg: EvalConfig, domain_key: dict
     has_labels = real_test is not None and real_test.labels is not None
     key = {"domain": domain.name, "image_size": domain.image_size, "domain_seed": domain.seed,
            "code": domain_fingerprint(domain), **(domain_key or {})}
-    base = train_baselines(domain, cfg, key, has_labels, device)
+    base = train_baselines(domain, cfg, key, has_labels, device, progress)
     timings["baselines_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
+    phase(f"generating {cfg.gen_count:,} images")
     samples = draw_samples(model, domain, cfg)
     timings["samples_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
+    phase("scoring fidelity, predictor, KID and diversity")
     figures, div = compute_figures(model, samples, base, cfg, device)
     timings["figures_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
+    phase("measuring disentanglement (Δ′)")
     dis_cfg = DisentanglementConfig(seed=cfg.seed, pairs=cfg.dis_pairs, real_max=cfg.real_test_max,
                                     batch_size=cfg.batch_size)
     dis = [disentanglement(model, domain, dis_cfg)]  # read by the model's own predictor (the seed's Δ′)

@@ -27,6 +27,7 @@ from models.layouts import LabelLayout
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the architecture or training recipe changes
+StepProgress = Callable[[int, int], None]  # (optimizer steps done, total): a long baseline fit is visible
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,10 @@ def _random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torc
 
 
 def train_predictor(images: torch.Tensor, labels: torch.Tensor, layout: LabelLayout, fields: Sequence[str],
-                    cfg: PredictorConfig, device: torch.device | str = "cpu") -> LabelCNN:
-    """Fit a fresh seeded `LabelCNN` on images [N, C, S, S] (uint8 or [0, 1]) and labels [N, dim]; eval mode."""
+                    cfg: PredictorConfig, device: torch.device | str = "cpu",
+                    progress: StepProgress | None = None) -> LabelCNN:
+    """Fit a fresh seeded `LabelCNN` on images [N, C, S, S] (uint8 or [0, 1]) and labels [N, dim]; eval mode.
+    `progress(done, total)` is called after every step (a full faces-m baseline takes tens of CPU minutes)."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = LabelCNN(cfg).to(device)
@@ -113,6 +116,7 @@ def train_predictor(images: torch.Tensor, labels: torch.Tensor, layout: LabelLay
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     shift = max(0, round(cfg.max_shift * cfg.image_size / 32))
     net.train()
+    step, total_steps = 0, cfg.epochs * steps_per_epoch
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(images), generator=gen)
         total = 0.0
@@ -127,6 +131,9 @@ def train_predictor(images: torch.Tensor, labels: torch.Tensor, layout: LabelLay
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
+            step += 1
+            if progress is not None:
+                progress(step, total_steps)
         log.debug("predictor epoch %d loss %.4f", epoch, total / len(images))
     return net.eval()
 

@@ -7,6 +7,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console()
@@ -59,7 +68,25 @@ def eval_command(
     out = out if out is not None else source / EVAL_REPORT  # where `labelforge export` looks for it
     mode = "quick" if quick else "full"
     console.print(f"evaluating {model.source} [bold]{model.name}[/bold] on {model.domain} ({mode}, {device})…")
-    report = run_evaluation(model, domain, cfg, out, {"domain_kwargs": domain_kwargs}, device, mode)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[str, tuple[TaskID, int]] = {}  # phase → (its bar, its total)
+
+        def finish_all() -> None:
+            for task, total in tasks.values():
+                bar.update(task, completed=total)
+
+        def progress(what: str, done: int, total: int) -> None:
+            """One line per phase, ticked off when the next begins; a baseline's training is its own bar
+            (steps), so its ETA means something."""
+            if what not in tasks:
+                finish_all()
+            tasks[what] = (tasks[what][0] if what in tasks else bar.add_task(what, total=total), total)
+            bar.update(tasks[what][0], completed=done, total=total)
+
+        report = run_evaluation(model, domain, cfg, out, {"domain_kwargs": domain_kwargs}, device, mode, progress)
+        finish_all()
     table = Table("figure", "value", title=f"summary ({mode})")
     for key, value in report["summary"].items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))

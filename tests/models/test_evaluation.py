@@ -234,7 +234,16 @@ def test_eval_end_to_end_writes_a_complete_report(tmp_path: Path, monkeypatch, d
     domain = domain_cls(image_size=size, seed=0)
     model = _tiny_model(domain.layout, domain.channels, size)
     out = tmp_path / "eval" / "report.json"
-    run_evaluation(model, domain, TINY, out, mode="quick")
+    heard: list[tuple[str, int, int]] = []
+    run_evaluation(model, domain, TINY, out, mode="quick", progress=lambda *event: heard.append(event))
+
+    # a long evaluation is visible: every baseline step, then each later phase, in order
+    steps = TINY.predictor.epochs * -(-TINY.source_count // TINY.predictor.batch_size)
+    assert ("source baseline (96 images): training", steps, steps) in heard
+    assert ("oracle baseline (96 images): training", steps, steps) in heard
+    phases = [what for what, _, _ in heard if not what.startswith(("source", "oracle"))]
+    assert phases == ["generating 40 images", "scoring fidelity, predictor, KID and diversity",
+                      "measuring disentanglement (Δ′)"]
 
     report = json.loads(out.read_text())
     assert set(report["summary"]) == keys
