@@ -24,7 +24,7 @@ import torch
 
 from models import data_cache
 from models.domains.base import Domain, RealSplit
-from models.evaluation import metrics
+from models.evaluation import metrics, pools
 from models.evaluation.disentanglement import DisentanglementConfig, disentanglement
 from models.evaluation.pools import derived_seed, real_labeled_pool, simulator_pool
 from models.evaluation.predictors import LabelCNN, PredictorConfig, batched, cached_predictor, train_predictor
@@ -33,6 +33,9 @@ from models.layouts import LabelLayout
 
 log = logging.getLogger(__name__)
 
+# The pool recipes are part of what a cached baseline learned from: editing pools.py retrains the cache
+# (a bug there once fed the faces-m oracle thresholded images and the cache kept serving that oracle).
+POOLS_FINGERPRINT = data_cache.file_fingerprint(Path(pools.__file__))
 EvalProgress = Callable[[str, int, int], None]  # (what is being done, steps done, total steps)
 
 SHAPE_DIMS = 10  # shape coefficients scored by gen_shape10_rmse
@@ -104,7 +107,7 @@ def train_baselines(domain: Domain, cfg: EvalConfig, domain_key: dict[str, Any],
         if kind == "oracle" and not has_oracle:
             continue
         t0 = time.perf_counter()
-        data = {**domain_key, "count": count, "fields": list(fields)}
+        data = {**domain_key, "count": count, "fields": list(fields), "pools": POOLS_FINGERPRINT}
         nets[kind], cached = cached_predictor(kind, domain.name, pcfg, data, fit(kind, pool_fn, count), device)
         info[f"{kind}_cached"] = cached
         info[f"{kind}_seconds"] = round(time.perf_counter() - t0, 2)

@@ -29,7 +29,10 @@ def derived_seed(seed: int, tag: str) -> int:
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[N, C, S, S] in [0, 1] → uint8 on the CPU: a quarter of the memory for large pools."""
+    """[N, C, S, S] floats in [0, 1] → uint8 on the CPU (a quarter of the memory for large pools); uint8
+    images (a domain's cached pool) pass through — scaling them again would clamp every pixel to 0 or 255."""
+    if images.dtype == torch.uint8:
+        return images.cpu()
     return (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 

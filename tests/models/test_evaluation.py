@@ -300,3 +300,8 @@ def test_faces_m_oracle_pool_is_labeled_and_disjoint_from_the_test_split(tmp_pat
     assert float(torch.cdist(pool.labels, test_labels).min()) > 1.0  # different faces, not the test ones
     again = real_labeled_pool(domain, 8, seed=0)
     torch.testing.assert_close(again.images, pool.images)  # seeded
+    # the oracle learns from photo renders as they are: same pixel statistics as the real test split
+    # (the pool once came back thresholded to 0/255, and the "oracle" read real yaw worse than a constant)
+    test = (domain.real_test().images.cpu() * 255).round()
+    assert pool.images.unique().numel() > 100
+    assert abs(pool.images.float().mean() - test.mean()) < 25 and abs(pool.images.float().std() - test.std()) < 20
