@@ -149,6 +149,20 @@ def export_bundle(
     return out_dir
 
 
+def attach_evaluation(bundle_dir: Path | str, report: dict[str, Any]) -> None:
+    """Put `report` (a `labelforge eval` report) into the bundle's manifest, written atomically.
+
+    Why: a bundle's figures must travel with it (`GET /models`, the dataset card), and a bundle may be
+    re-evaluated long after its run is gone (a better protocol, a fixed baseline). The networks and their
+    hashes are untouched; the bundle's identity (sha256 of manifest.json) changes, as it should."""
+    path = Path(bundle_dir) / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["evaluation"] = report
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def export_run(run_dir: Path | str, out_dir: Path | str, name: str | None = None) -> Path:
     """Export a training run's latest checkpoint (and its evaluation report, if any) as a bundle."""
     from models.trainers.run import load_run

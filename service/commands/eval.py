@@ -34,10 +34,14 @@ def eval_command(
         "--out", help="Report JSON path (default: <run|bundle>/eval/report.json).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every sample and of both baselines.")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
+    attach: Annotated[bool, typer.Option(
+        "--attach", help="With --bundle: also write the report into the bundle's manifest (its sha changes).")] = False,
 ) -> None:
     """Write report.json + report.md with label fidelity, predictor accuracy, gap closed, KID and diversity."""
     if (run is None) == (bundle is None):
         raise _fail("--run / --bundle: give exactly one of them")
+    if attach and bundle is None:
+        raise _fail("--attach: only a --bundle has a manifest to attach the report to")
     source = run if run is not None else bundle
     assert source is not None
     if not source.is_dir():
@@ -96,3 +100,8 @@ def eval_command(
         console.print("[yellow]warning:[/yellow] source-only error is not ≥ 3× the oracle's: the domain gap is too small")
     console.print(f"targets missed: {', '.join(failed) if failed else 'none'}")
     console.print(f"wrote {out} and {out.with_suffix('.md')}")
+    if attach:
+        from models.export import attach_evaluation
+
+        attach_evaluation(source, report)
+        console.print(f"attached the report to {source / 'manifest.json'}")

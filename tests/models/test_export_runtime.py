@@ -85,3 +85,15 @@ def test_missing_file_and_layout_mismatch_are_refused(tiny_bundle_dir: Path, tmp
         Bundle.load(bundle)
     with pytest.raises(BundleError, match="manifest.json: missing"):
         Bundle.load(tmp_path / "nowhere")
+
+
+def test_an_attached_evaluation_travels_with_the_bundle_and_renames_it(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    from models.export import attach_evaluation
+
+    bundle = _copy(tiny_bundle_dir, tmp_path)
+    before = Bundle.load(bundle, engine="onnx")
+    attach_evaluation(bundle, {"mode": "full", "summary": {"gen_digit_acc": 0.5}})
+    after = Bundle.load(bundle, engine="onnx")  # every network's sha256 still checks
+    assert after.describe()["evaluation"]["summary"] == {"gen_digit_acc": 0.5}
+    assert after.sha != before.sha  # new figures, new identity: shards record which one made them
+    assert [p.name for p in bundle.iterdir() if p.name.startswith("manifest")] == ["manifest.json"]

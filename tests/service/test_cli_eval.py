@@ -18,6 +18,7 @@ runner = CliRunner()
     ([], "exactly one"),
     (["--run", "a", "--bundle", "b"], "exactly one"),
     (["--run", "does-not-exist"], "--run"),
+    (["--run", "r", "--attach"], "--attach: only a --bundle"),
 ])
 def test_eval_rejects_bad_sources_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["eval", *[str(tmp_path / a) if not a.startswith("--") else a for a in args]])
