@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The RenderBEGAN ablation of issue 4 on the digits domain, on a CPU with no GPU lent: content features
 # label-aware vs vgg16 (random init: no ImageNet weights can be downloaded here) vs none, and the
-# content weight w_c ∈ {0.03, 0.1, 0.3} with label-aware features. Every arm trains the same number of
+# content weight w_c ∈ {0.03, 0.1, 0.3} with label-aware features (plus w_c = 1, beyond the issue's
+# range, run when 0.3 was still improving; not in the default ORDER). Every arm trains the same number of
 # iterations from the same seed on configs/digits-cpu.yaml, reusing the committed digits simulator and
 # (label-aware arms) content net of checkpoints/digits-cpu, so the arms differ only in the ablated
 # field. Each is evaluated by `labelforge eval` into docs/results/ablation-digits/<arm>/, and
@@ -25,6 +26,7 @@ declare -A ARMS=(
   [label-aware-wc0.3]="--set content=label-aware --set w_c=0.3"
   [label-aware-wc0.03]="--set content=label-aware --set w_c=0.03"
   [vgg16-wc0.1]="--set content=vgg16 --set w_c=0.1 --set vgg_upsample=1"
+  [label-aware-wc1]="--set content=label-aware --set w_c=1.0"
 )
 ORDER=${*:-label-aware-wc0.1 none label-aware-wc0.3 label-aware-wc0.03 vgg16-wc0.1}
 
