@@ -138,7 +138,7 @@ def export_bundle(
             "torch_version": torch.__version__.split("+")[0],
             "files": files,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / MANIFEST).write_text(_manifest_text(manifest))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -159,8 +159,13 @@ def attach_evaluation(bundle_dir: Path | str, report: dict[str, Any]) -> None:
     manifest = json.loads(path.read_text())
     manifest["evaluation"] = report
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(_manifest_text(manifest))
     os.replace(tmp, path)
+
+
+def _manifest_text(manifest: dict[str, Any]) -> str:
+    """The one serialization of manifest.json: its bytes are the bundle's identity (sha256)."""
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 
 def export_run(run_dir: Path | str, out_dir: Path | str, name: str | None = None) -> Path:

@@ -112,11 +112,11 @@ def train_predictor(images: torch.Tensor, labels: torch.Tensor, layout: LabelLay
     gen = torch.Generator().manual_seed(cfg.seed)
     net = LabelCNN(cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(images) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    total_steps = cfg.epochs * max(1, math.ceil(len(images) / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps)
     shift = max(0, round(cfg.max_shift * cfg.image_size / 32))
     net.train()
-    step, total_steps = 0, cfg.epochs * steps_per_epoch
+    step = 0
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(images), generator=gen)
         total = 0.0

@@ -73,6 +73,7 @@ def from_bundle(bundle_dir: str | Path, device: torch.device | str = "cpu") -> E
     from models.runtime import Bundle
 
     b = Bundle.load(bundle_dir, device=str(device))
+    trainer_config = dict(b.manifest.get("trainer_config") or {})
 
     def generate(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return b.generate(z.to(device), labels.to(device))
@@ -83,5 +84,4 @@ def from_bundle(bundle_dir: str | Path, device: torch.device | str = "cpu") -> E
     return EvalModel(name=b.name, source="bundle", path=str(bundle_dir), domain=b.domain, layout=b.layout,
                      nz=b.nz, image_size=b.image_size, channels=b.channels, generate=generate,
                      predict=predict, info={"trainer": b.manifest.get("trainer"), "sha": b.sha,
-                                            "trainer_config": dict(b.manifest.get("trainer_config") or {}),
-                                            **domain_settings(b.manifest.get("trainer_config") or {})})
+                                            "trainer_config": trainer_config, **domain_settings(trainer_config)})

@@ -86,8 +86,8 @@ def eval_command(
             (steps), so its ETA means something."""
             if what not in tasks:
                 finish_all()
-            tasks[what] = (tasks[what][0] if what in tasks else bar.add_task(what, total=total), total)
-            bar.update(tasks[what][0], completed=done, total=total)
+                tasks[what] = (bar.add_task(what, total=total), total)
+            bar.update(tasks[what][0], completed=done)
 
         report = run_evaluation(model, domain, cfg, out, {"domain_kwargs": domain_kwargs}, device, mode, progress)
         finish_all()
