@@ -37,9 +37,9 @@ test-web: install  ## browser tests of the web console (headless Chromium; insta
 test-all: install  ## every test, slow ones included
 	$(BIN)/pytest -m "not gpu"
 
-lint: install  ## ruff + mypy on service/ and worker/
+lint: install  ## ruff + mypy (models, service, worker: no errors)
 	$(BIN)/ruff check models worker service bench tests
-	$(BIN)/mypy service worker --ignore-missing-imports
+	$(BIN)/mypy models service worker --ignore-missing-imports
 
 bench: install  ## quick benchmarks; results land in bench/results/
 	$(BIN)/python bench/render.py --quick

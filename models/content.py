@@ -44,6 +44,9 @@ class VGGContent(nn.Module):
     """VGG16 features up to relu4_3 (the ReLU before the penultimate max-pool), inputs upsampled ×`upsample`
     (the thesis: 7)."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, weights_path: str | Path | None = None, upsample: float = 7.0):
         super().__init__()
         self.upsample = upsample

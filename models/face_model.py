@@ -18,8 +18,9 @@ import functools
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -53,12 +54,9 @@ class FaceModel:
 
     def to(self, device: torch.device | str) -> FaceModel:
         """A copy with every tensor on `device`."""
-        return FaceModel(
-            *(getattr(self, f).to(device) for f in (
-                "mean_shape", "shape_basis", "shape_std", "mean_texture", "texture_basis", "texture_std",
-                "triangles")),
-            name=self.name,
-        )
+        tensors = ("mean_shape", "shape_basis", "shape_std", "mean_texture", "texture_basis", "texture_std",
+                   "triangles")
+        return replace(self, **{f: getattr(self, f).to(device) for f in tensors})
 
 
 def cache_dir() -> Path:
@@ -88,7 +86,7 @@ def builtin_face_model() -> FaceModel:
         arrays = _build_procedural()
         file.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **cast(dict[str, Any], arrays))  # numpy's stub types **kwds like allow_pickle
         os.replace(tmp.name, file)  # atomic: concurrent first uses never read a half-written file
     with np.load(file, allow_pickle=False) as data:
         t = {k: torch.from_numpy(data[k]) for k in data.files}
@@ -103,7 +101,7 @@ def builtin_face_model() -> FaceModel:
 # Procedural model. Everything below is numpy float64, deterministic (fixed seed), then cast.
 
 
-def _gauss(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _gauss(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
     """exp(−(a² + b²)/2): the smooth bump every feature is made of (a, b already divided by radii)."""
     return np.exp(-0.5 * (a * a + b * b))
 

@@ -63,7 +63,7 @@ class LabelField:
             return standardized.argmax(axis=-1)
         return self.offset + self.scale * standardized
 
-    def to_standardized(self, human: np.ndarray | float) -> np.ndarray:
+    def to_standardized(self, human: np.ndarray | float | np.number) -> np.ndarray:
         """Human value(s) → standardized slots; validates finiteness and class range."""
         arr = np.asarray(human, dtype=np.float64)
         if not np.all(np.isfinite(arr)):

@@ -80,7 +80,7 @@ def _cell(image: torch.Tensor) -> Image.Image:
     """[C, S, S] in [0, 1] → an RGB PIL image CELL pixels wide (nearest)."""
     rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
     arr = (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(arr).resize((CELL, CELL), Image.NEAREST)
+    return Image.fromarray(arr).resize((CELL, CELL), Image.Resampling.NEAREST)
 
 
 def write_sheet(means: torch.Tensor, images: torch.Tensor, reads: torch.Tensor, path: Path) -> Path:

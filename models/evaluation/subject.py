@@ -46,7 +46,7 @@ def from_run(run_dir: str | Path, device: torch.device | str = "cpu") -> EvalMod
     """Wrap a training run directory (`models.trainers.run.load_run`)."""
     from models.trainers.run import load_run, loop_seconds
 
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, str(device))
     if run.generator is None or run.image_predictor is None:
         raise ValueError(f"run {run_dir} has no generator/predictor (trainer '{run.trainer}'); "
                          "only runs that both generate and predict can be evaluated")

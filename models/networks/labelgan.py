@@ -87,6 +87,8 @@ class ClassTemplates(nn.Module):
     layout's categorical slice, so near-one-hot inputs work too.
     """
 
+    means: torch.Tensor  # buffer
+
     def __init__(self, classes: int, channels: int, image_size: int, class_start: int):
         super().__init__()
         self.class_start, self.classes = class_start, classes
@@ -106,13 +108,16 @@ class Diffeomorphism(nn.Module):
     Starts at zero displacement: the last layer is zero-initialised.
     """
 
+    identity: torch.Tensor  # buffer
+
     def __init__(self, arch: LabelGANArch):
         super().__init__()
         g, s = arch.warp_grid, arch.image_size
         self.grid_size, self.warp_max = g, arch.warp_max
-        self.net = nn.Sequential(nn.Linear(arch.nz, 64), nn.ReLU(), nn.Linear(64, 2 * g * g))
-        nn.init.zeros_(self.net[2].weight)
-        nn.init.zeros_(self.net[2].bias)
+        hidden, amplitude = nn.Linear(arch.nz, 64), nn.Linear(64, 2 * g * g)  # built in this order: seeded inits
+        nn.init.zeros_(amplitude.weight)
+        nn.init.zeros_(amplitude.bias)
+        self.net = nn.Sequential(hidden, nn.ReLU(), amplitude)
         axis = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1  # pixel centres in [-1, 1]
         yy, xx = torch.meshgrid(axis, axis, indexing="ij")
         self.register_buffer("identity", torch.stack([xx, yy], dim=-1)[None])  # [1, S, S, 2] (x, y)

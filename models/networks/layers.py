@@ -35,6 +35,8 @@ class MinibatchStd(nn.Module):
     eval mode uses the tracked value, so inference is per-sample.
     """
 
+    running_std: torch.Tensor  # buffer
+
     def __init__(self, momentum: float = 0.01, eps: float = 1e-8):
         super().__init__()
         self.momentum = momentum

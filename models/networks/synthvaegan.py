@@ -156,6 +156,9 @@ class Whitening(nn.Module):
     per one-hot slot. Buffers only, so it travels in checkpoints and exported graphs.
     """
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, label_dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(label_dim))

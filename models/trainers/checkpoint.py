@@ -36,7 +36,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 
 def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
     """Snapshot every RNG training may touch: torch CPU/CUDA, numpy, python, and named generators."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]  # a tuple when legacy
     py_state = random.getstate()
     out: dict[str, Any] = {
         "torch": torch.get_rng_state(),

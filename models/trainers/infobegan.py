@@ -51,7 +51,7 @@ from models.trainers.common import (
     write_scalars,
 )
 from models.trainers.registry import register_trainer
-from models.trainers.renderbegan import prepare_simulator
+from models.trainers.renderbegan import prepare_simulator, simulator_view
 from models.trainers.run import RunModules, build_module, register_run_builder, write_options
 
 log = logging.getLogger(__name__)
@@ -339,7 +339,7 @@ def train_infobegan(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("phase 1/2: simulator S")
-    sim, sim_net = prepare_simulator(cfg, domain, net, run_dir)  # type: ignore[arg-type]  (reads the simulator_* fields)
+    sim, sim_net = prepare_simulator(simulator_view(cfg), domain, net, run_dir)
     options = {**asdict(cfg), "trainer": "infobegan", "layout": domain.layout.name, "net": net.to_dict()}
     if sim_net != net:
         options["simulator_net"] = sim_net.to_dict()

@@ -391,7 +391,8 @@ def prepare_source(cfg: LabelGANConfig, domain: Domain, run_dir: Path) -> tuple[
         torch.manual_seed(cfg.seed)
         G = build_generator(arch, layout, net)
         means = class_mean_images(domain, cfg.mean_per_class, cfg.seed)
-        G.source.templates.means.copy_(means)  # type: ignore[union-attr]
+        assert isinstance(G.source, MeanImageSource)  # build_generator's source without a simulator
+        G.source.templates.means.copy_(means)
     return G.to(dev), net
 
 
@@ -452,7 +453,7 @@ def _labelgan_modules(options: dict[str, Any], states: dict[str, Any], net: NetC
     P = LabelPredictor(arch, D.feature_channels)
     D.load_state_dict(states["critic"])
     P.load_state_dict(states["predictor"])
-    G, D, P = (m.to(device).eval() for m in (G, D, P))
+    G, D, P = G.to(device).eval(), D.to(device).eval(), P.to(device).eval()
     sim = bundle_simulator(G)  # type: ignore[arg-type]
     reader = LabelReader(D, P, net.nz).eval()  # type: ignore[arg-type]
     return RunModules(generator=G, simulator=sim, image_predictor=reader,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -171,8 +171,11 @@ class RenderBEGANLoop:
         self.iteration = 0
         self.best_mglobal = math.inf
         self.metrics: dict[str, float] = {}
+        # Autocast's weight-cast cache must be off under CUDA-graph capture (PyTorch's CUDA-graphs notes):
+        # a cached cast made during capture would be freed while the graph still reads it.
         self.amp: Callable[[], AbstractContextManager[Any]] = (
-            (lambda: torch.autocast(self.dev.type, dtype=torch.bfloat16)) if cfg.amp == "bf16" else nullcontext)
+            (lambda: torch.autocast(self.dev.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graph))
+            if cfg.amp == "bf16" else nullcontext)
         self.g_params = list(nets.G.parameters())
         self.graph: torch.cuda.CUDAGraph | None = None  # captured `compute` (cuda_graph=True on CUDA)
         self.static: dict[str, torch.Tensor] = {}  # the graph's input buffers
@@ -300,8 +303,12 @@ class RenderBEGANLoop:
             self.static = {k: v.clone() for k, v in batch.items()}
             graph = torch.cuda.CUDAGraph()
             self.capturing = True
-            with torch.cuda.graph(graph):
-                self.compute(self.static)
+            try:
+                with torch.cuda.graph(graph):
+                    self.compute(self.static)
+            except RuntimeError as exc:
+                raise RuntimeError(f"CUDA-graph capture of the training iteration failed ({exc}); "
+                                   "train with cuda_graph: false (the eager path computes the same)") from exc
             self.capturing = False
             self.graph = graph
             # capture recorded the work without doing it; the warm-up step above already trained on `batch`,
@@ -446,7 +453,7 @@ def prepare_simulator(cfg: RenderBEGANConfig, domain: Domain, net: NetConfig, ru
         if src.domain != cfg.domain or src.net.image_size != net.image_size:
             raise ValueError(f"simulator_run: {cfg.simulator_run} is for {src.domain} at {src.net.image_size}px, "
                              f"this run needs {cfg.domain} at {net.image_size}px")
-        sim, sim_net = src.simulator, src.net
+        sim, sim_net = cast(Simulator, src.simulator), src.net
     else:
         sim_net = net
         path = run_dir / SIMULATOR_FILE

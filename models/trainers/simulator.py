@@ -145,7 +145,7 @@ def train_simulator(
             "optimizers": {"simulator": opt.state_dict()}, "rng": capture_rng({"data": gen}), "metrics": metrics,
         })
 
-    running = {"loss": torch.zeros((), device=dev), "n": 0}
+    running: dict[str, Any] = {"loss": torch.zeros((), device=dev), "n": 0}
 
     def on_step(step: int, loss: torch.Tensor) -> None:
         running["loss"] = running["loss"] + loss.detach()

@@ -67,7 +67,10 @@ def _run_with_progress(fn: Any, label: str, **kwargs: Any) -> dict[str, Any]:
             if scalars:
                 keys = ("L_D", "L_G", "L_P", "k_t", "M_global")
                 text = "  ".join(f"{k}={scalars[k]:.4f}" for k in keys if k in scalars)
-            bar.update(task, completed=done, total=total, **({"scalars": text} if text else {}))
+            if text:
+                bar.update(task, completed=done, total=total, scalars=text)
+            else:
+                bar.update(task, completed=done, total=total)
 
         return fn(progress=progress, **kwargs)
 
@@ -227,7 +230,7 @@ def method_command(method: str) -> Any:
                 data = _read_yaml(config)
                 data.update({k: v for k, v in flags.items() if v is not None})
                 _merge(data, _parse_overrides(overrides or []))
-            cfg = config_from_dict(cls, data)
+            cfg: Any = config_from_dict(cls, data)
             if hasattr(cfg, "validate"):
                 cfg.validate()
         except (ValueError, FileNotFoundError, TypeError) as err:
