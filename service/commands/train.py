@@ -85,6 +85,59 @@ def _finish(result: dict[str, Any]) -> None:
     console.print_json(json.dumps(shown, default=str))
 
 
+def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, flags: dict[str, Any],
+                    overrides: list[str] | None, iterations: int | None) -> Any:
+    """The run's config, validated. With --resume: the run's own options (only --iterations may extend
+    them), so a resumed run computes what the interrupted one would have; otherwise defaults < --config
+    < flags < --set. A bad value exits 2 naming the field."""
+    from models.trainers.common import config_from_dict
+    from models.trainers.run import read_options
+
+    try:
+        if resume:
+            known = {f.name for f in fields(cls)}  # options also hold resolved extras (layout, simulator_net, …)
+            data = {k: v for k, v in read_options(out).items() if k in known}
+            if iterations is not None:
+                data["iterations"] = iterations
+        else:
+            data = _read_yaml(config)
+            data.update({k: v for k, v in flags.items() if v is not None})
+            _merge(data, _parse_overrides(overrides or []))
+        if "betas" in data:  # YAML and JSON give lists; Adam's betas are a tuple
+            data["betas"] = tuple(data["betas"])
+        cfg = config_from_dict(cls, data)
+        if hasattr(cfg, "validate"):
+            cfg.validate()
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        raise _fail(str(err)) from None
+    return cfg
+
+
+def _train(trainer: str, cfg: Any, *, out: Path, resume: bool, device: str, dry_run: bool,
+           collapse_hint: str = "") -> None:
+    """Print the config (--dry-run) or train into `out` (or the next free `out-N`) with a progress bar."""
+    if dry_run:
+        console.print_json(json.dumps(asdict(cfg)))
+        return
+    from models.trainers import get_trainer
+    from models.trainers.common import TrainingCollapsed
+    from models.trainers.run import prepare_run_dir
+
+    _setup_logging()
+    try:
+        run_dir = prepare_run_dir(out, resume)
+        if run_dir != out:
+            console.print(f"{out} exists: this run goes to {run_dir}")
+        result = _run_with_progress(get_trainer(trainer), trainer, cfg=cfg, run_dir=run_dir, device=device,
+                                    resume=resume)
+    except TrainingCollapsed as err:
+        err_console.print(f"[red]training stopped:[/red] {err}. The last checkpoint is kept{collapse_hint}.")
+        raise typer.Exit(code=3) from None
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    _finish(result)
+
+
 def simulator_command(
     domain: Annotated[str | None, typer.Option("--domain", help=DOMAIN_HELP)] = None,
     out: Annotated[Path, typer.Option("--out", help="Run directory (runs/NAME).")] = Path("runs/simulator"),
@@ -99,12 +152,12 @@ def simulator_command(
 ) -> None:
     """Fit the neural simulator S to a domain's renderer; report PSNR/SSIM and a contact sheet."""
     from models.trainers.common import config_from_dict
-    from models.trainers.run import prepare_run_dir, read_options
+    from models.trainers.run import read_options
     from models.trainers.simulator import SimulatorConfig
 
     flags = {"domain": domain, "steps": steps, "batch_size": batch_size, "image_size": image_size, "seed": seed}
     try:
-        if resume:
+        if resume:  # the run's own options; only --steps may extend them
             options = read_options(out)
             data = {k: v for k, v in options.items() if k not in ("trainer", "layout", "net")}
             data.update({k: v for k, v in {"steps": steps}.items() if v is not None})
@@ -114,19 +167,7 @@ def simulator_command(
         cfg = config_from_dict(SimulatorConfig, data)
     except (ValueError, FileNotFoundError, TypeError) as err:
         raise _fail(str(err)) from None
-    if dry_run:
-        console.print_json(json.dumps(asdict(cfg)))
-        return
-    _setup_logging()
-    try:
-        run_dir = prepare_run_dir(out, resume)
-        from models.trainers import get_trainer
-
-        result = _run_with_progress(get_trainer("simulator"), "simulator", cfg=cfg, run_dir=run_dir, device=device,
-                                    resume=resume)
-    except (ValueError, FileNotFoundError) as err:
-        raise _fail(str(err)) from None
-    _finish(result)
+    _train("simulator", cfg, out=out, resume=resume, device=device, dry_run=dry_run)
 
 
 def renderbegan_command(
@@ -150,50 +191,17 @@ def renderbegan_command(
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Train RenderBEGAN (G, D, P against a frozen simulator S) with checkpoints and exact resume."""
-    from models.trainers.common import TrainingCollapsed, config_from_dict
     from models.trainers.renderbegan import RenderBEGANConfig
-    from models.trainers.run import prepare_run_dir, read_options
 
     flags: dict[str, Any] = {
         "domain": domain, "iterations": iterations, "simulator_run": str(simulator) if simulator else None, "content": content,
         "vgg_weights": str(vgg_weights) if vgg_weights else None, "image_size": image_size,
         "batch_size": batch_size, "seed": seed, "amp": amp, "cuda_graph": cuda_graph,
     }
-    try:
-        if resume:
-            options = read_options(out)
-            data = {k: v for k, v in options.items() if k not in ("trainer", "layout", "simulator_net")}
-            if iterations is not None:
-                data["iterations"] = iterations
-        else:
-            data = _read_yaml(config)
-            data.update({k: v for k, v in flags.items() if v is not None})
-            _merge(data, _parse_overrides(overrides or []))
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        cfg = config_from_dict(RenderBEGANConfig, data)
-        cfg.validate()
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        raise _fail(str(err)) from None
-    if dry_run:
-        console.print_json(json.dumps(asdict(cfg)))
-        return
-    _setup_logging()
-    try:
-        run_dir = prepare_run_dir(out, resume)
-        if run_dir != out:
-            console.print(f"{out} exists: this run goes to {run_dir}")
-        from models.trainers import get_trainer
-
-        result = _run_with_progress(get_trainer("renderbegan"), "renderbegan", cfg=cfg, run_dir=run_dir,
-                                    device=device, resume=resume)
-    except TrainingCollapsed as err:
-        err_console.print(f"[red]training stopped:[/red] {err}. The last checkpoint is kept; try a lower lr, "
-                          "another seed or a different gamma.")
-        raise typer.Exit(code=3) from None
-    except (ValueError, FileNotFoundError) as err:
-        raise _fail(str(err)) from None
-    _finish(result)
+    cfg = _resolve_config(RenderBEGANConfig, out=out, resume=resume, config=config, flags=flags, overrides=overrides,
+                          iterations=iterations)
+    _train("renderbegan", cfg, out=out, resume=resume, device=device, dry_run=dry_run,
+           collapse_hint="; try a lower lr, another seed or a different gamma")
 
 
 def method_command(method: str) -> Any:
@@ -213,44 +221,12 @@ def method_command(method: str) -> Any:
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
         device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     ) -> None:
-        from models.trainers.common import TrainingCollapsed, config_from_dict
-        from models.trainers.registry import get_trainer, get_trainer_config
-        from models.trainers.run import prepare_run_dir, read_options
+        from models.trainers.registry import get_trainer_config
 
         flags: dict[str, Any] = {"domain": domain, "iterations": iterations, "image_size": image_size, "seed": seed}
-        try:
-            cls = get_trainer_config(method)
-            if resume:
-                options = read_options(out)
-                known = {f.name for f in fields(cls)}  # options also hold resolved extras (net, layout, …)
-                data = {k: v for k, v in options.items() if k in known}
-                if iterations is not None:
-                    data["iterations"] = iterations
-            else:
-                data = _read_yaml(config)
-                data.update({k: v for k, v in flags.items() if v is not None})
-                _merge(data, _parse_overrides(overrides or []))
-            cfg: Any = config_from_dict(cls, data)
-            if hasattr(cfg, "validate"):
-                cfg.validate()
-        except (ValueError, FileNotFoundError, TypeError) as err:
-            raise _fail(str(err)) from None
-        if dry_run:
-            console.print_json(json.dumps(asdict(cfg)))
-            return
-        _setup_logging()
-        try:
-            run_dir = prepare_run_dir(out, resume)
-            if run_dir != out:
-                console.print(f"{out} exists: this run goes to {run_dir}")
-            result = _run_with_progress(get_trainer(method), method, cfg=cfg, run_dir=run_dir, device=device,
-                                        resume=resume)
-        except TrainingCollapsed as err:
-            err_console.print(f"[red]training stopped:[/red] {err}. The last checkpoint is kept.")
-            raise typer.Exit(code=3) from None
-        except (ValueError, FileNotFoundError) as err:
-            raise _fail(str(err)) from None
-        _finish(result)
+        cfg = _resolve_config(get_trainer_config(method), out=out, resume=resume, config=config, flags=flags,
+                              overrides=overrides, iterations=iterations)
+        _train(method, cfg, out=out, resume=resume, device=device, dry_run=dry_run)
 
     command.__doc__ = f"Train the '{method}' method (see docs/methods/{method}.md) with checkpoints and exact resume."
     return command
