@@ -105,7 +105,7 @@ def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, 
             _merge(data, _parse_overrides(overrides or []))
         if "betas" in data:  # YAML and JSON give lists; Adam's betas are a tuple
             data["betas"] = tuple(data["betas"])
-        cfg = config_from_dict(cls, data)
+        cfg: Any = config_from_dict(cls, data)
         if hasattr(cfg, "validate"):
             cfg.validate()
     except (ValueError, FileNotFoundError, TypeError) as err:
