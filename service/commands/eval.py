@@ -36,6 +36,9 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
     attach: Annotated[bool, typer.Option(
         "--attach", help="With --bundle: also write the report into the bundle's manifest (its sha changes).")] = False,
+    mean_image: Annotated[bool, typer.Option(
+        "--mean-image", help="Also run the LabelGAN seed's mean-image experiment (layouts with one class field, "
+        "e.g. digits): per-class oracle readings, a target of ≥ 0.98 and a captioned sheet.")] = False,
 ) -> None:
     """Write report.json + report.md with label fidelity, predictor accuracy, gap closed, KID and diversity."""
     if (run is None) == (bundle is None):
@@ -59,6 +62,13 @@ def eval_command(
         model = from_run(source, device) if run is not None else from_bundle(source, device)
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise _fail(f"{'--run' if run is not None else '--bundle'}: cannot load {source}: {err}") from None
+    if mean_image:
+        from models.trainers.labelgan import class_field
+
+        try:
+            class_field(model.layout)
+        except ValueError as err:
+            raise _fail(f"--mean-image: {err}") from None
     domain_kwargs = dict(model.info.get("domain_kwargs") or {})  # type: ignore[call-overload]
     domain_seed = int(model.info.get("domain_seed") or 0)  # type: ignore[call-overload]
     try:
@@ -89,7 +99,8 @@ def eval_command(
                 tasks[what] = (bar.add_task(what, total=total), total)
             bar.update(tasks[what][0], completed=done)
 
-        report = run_evaluation(model, domain, cfg, out, {"domain_kwargs": domain_kwargs}, device, mode, progress)
+        report = run_evaluation(model, domain, cfg, out, {"domain_kwargs": domain_kwargs}, device, mode, progress,
+                                mean_image=mean_image)
         finish_all()
     table = Table("figure", "value", title=f"summary ({mode})")
     for key, value in report["summary"].items():

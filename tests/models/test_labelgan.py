@@ -224,12 +224,18 @@ def test_evaluation_and_mean_image_experiment_run_end_to_end_on_a_run(tmp_path: 
     cfg = replace(TINY, domain="tiny-digits", image_size=16, source="mean_image", iterations=3)
     train_labelgan(cfg, tmp_path / "run", device="cpu", domain=domain)
     model = from_run(tmp_path / "run")
-    report = run_evaluation(model, domain, TINY_EVAL, tmp_path / "eval" / "report.json", mode="quick")
+    report = run_evaluation(model, domain, TINY_EVAL, tmp_path / "eval" / "report.json", mode="quick",
+                            mean_image=True)  # `labelforge eval --mean-image`
     assert 0.0 <= report["summary"]["gen_digit_acc"] <= 1.0 and (tmp_path / "eval" / "digit_noise_grid.png").exists()
-    result = mean_image_experiment(model, domain, tmp_path / "eval", MeanImageConfig(per_class=8, sheet_rows=3),
+    figures = report["details"]["figures"]
+    assert 0.0 <= figures["mean_image_acc"] <= 1.0
+    assert figures["mean_image_fail_rate"] == pytest.approx(1 - figures["mean_image_acc"])
+    target = next(t for t in report["targets"] if t["name"] == "mean_image_acc")
+    assert target["threshold"] == 0.98 and target["value"] == figures["mean_image_acc"]
+    assert (tmp_path / "eval" / "mean_image.png").exists()
+    assert "(mean_image.png)" in (tmp_path / "eval" / "report.md").read_text()
+    result = mean_image_experiment(model, domain, tmp_path / "again", MeanImageConfig(per_class=8, sheet_rows=3),
                                    eval_cfg=TINY_EVAL)  # the oracle comes from the evaluation's cache
-    assert 0.0 <= result.figures["mean_image_acc"] <= 1.0
-    assert result.figures["mean_image_fail_rate"] == pytest.approx(1 - result.figures["mean_image_acc"])
     assert result.target["threshold"] == 0.98 and result.sheet.exists()
 
 

@@ -27,6 +27,14 @@ def test_eval_rejects_bad_sources_with_exit_2(tmp_path: Path, args: list[str], m
     assert "Traceback" not in result.output
 
 
+def test_mean_image_on_a_layout_without_one_class_field_fails_before_evaluating() -> None:
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "faces-m"  # shipped; its layout has no class
+    result = runner.invoke(app, ["eval", "--bundle", str(bundle), "--mean-image", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "--mean-image" in result.output and "categorical" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_eval_names_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "--run", str(tmp_path)])
     assert result.exit_code == 2
