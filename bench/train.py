@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--real-train-count", type=int, default=2000, help="faces-m real pool size")
     ap.add_argument("--prep-steps", type=int, default=200, help="simulator and content-net fitting steps")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default: bench/results/train-<machine>.json)")
     args = ap.parse_args()
 
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -102,7 +103,7 @@ def main() -> None:
         "optimized_path": "cuda_graph+fused_adam" if dev.type == "cuda" else "eager (no CUDA: same path)",
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
     }
-    out = Path(__file__).resolve().parent / "results" / f"train-{machine_name(dev)}.json"
+    out = args.out or Path(__file__).resolve().parent / "results" / f"train-{machine_name(dev)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

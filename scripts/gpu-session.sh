@@ -16,10 +16,9 @@
 #   scripts/device-wheels.sh      # here, once: pydantic + typer wheels for the device's Python 3.12
 #   run(command="DOMAIN=faces-m TRAIN_MINUTES=4 scripts/gpu-session.sh", carry=[".whl"], timeout_s=590)
 #
-# Here (no GPU), the same script is checked end to end with a tiny configuration:
-#
-#   OUT=/tmp/gpu-out DEVICE=cpu TRAIN_MINUTES=0.5 EVAL=--quick BENCH_ARGS="--iterations 2 --warmup 1
-#     --prep-steps 5" EXTRA="--set net.c=4 --set simulator_steps=20 --set content_steps=20" scripts/gpu-session.sh
+# Here (no GPU), tests/deploy/test_gpu_session.py (`make test-all`) runs this script end to end on the CPU
+# with a tiny configuration (DEVICE=cpu, EXTRA="--set net.c=4 …", EVAL=--quick, RUN and BUNDLE_DIR in a
+# temporary folder), so no GPU minute goes to finding a typo in it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DOMAIN=${DOMAIN:-faces-m}
@@ -29,7 +28,8 @@ EVAL=${EVAL:-}               # "--quick" for the small evaluation
 BENCH_ARGS=${BENCH_ARGS:-}   # extra bench/train.py arguments
 EXTRA=${EXTRA:-}             # extra `labelforge train renderbegan` arguments (--set key=value …)
 OUT=${OUT:?set OUT to the folder whose files come back}
-RUN=runs/renderbegan-$DOMAIN-gpu
+RUN=${RUN:-runs/renderbegan-$DOMAIN-gpu}   # resumed when it exists
+BUNDLE_DIR=${BUNDLE_DIR:-bundles-gpu/$DOMAIN}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/session.log") 2>&1
 
@@ -42,30 +42,34 @@ fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 LF=("$PY" -m service.cli)
 step() { echo "== $(date -u +%H:%M:%S) $*"; }
+failed=()
 
 step "device"
 "$PY" -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 
 step "1/4 bench/train.py"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-timeout --signal=TERM 150 "$PY" bench/train.py --device "$DEVICE" $BENCH_ARGS \
-  && cp bench/results/train-*.json "$OUT/" 2>/dev/null
+timeout --signal=TERM 150 "$PY" bench/train.py --device "$DEVICE" --out "$OUT/train-bench.json" $BENCH_ARGS \
+  || failed+=(bench)
 
 step "2/4 train renderbegan on $DOMAIN for $TRAIN_MINUTES min"
 if [ -f "$RUN/training_options.json" ]; then args=(--resume); else args=(--config "configs/$DOMAIN-gpu.yaml"); fi
 # shellcheck disable=SC2086  # EXTRA is a list of arguments
 timeout --signal=TERM --kill-after=60 "${TRAIN_MINUTES}m" \
   "${LF[@]}" train renderbegan --domain "$DOMAIN" --out "$RUN" --device "$DEVICE" "${args[@]}" $EXTRA
+rc=$?; [ $rc -ne 0 ] && [ $rc -ne 124 ] && failed+=(train)  # 124: stopped at the time limit, checkpointed
 cp "$RUN/log.jsonl" "$OUT/" 2>/dev/null
-last_grid=$(ls "$RUN"/samples_iter_*.png 2>/dev/null | tail -1)
+last_grid=$(ls "$RUN"/samples/iter_*.png 2>/dev/null | tail -1)
 [ -n "$last_grid" ] && cp "$last_grid" "$OUT/"
 
 step "3/4 eval"
 # shellcheck disable=SC2086  # EVAL is empty or --quick
 timeout --signal=TERM 240 "${LF[@]}" eval --run "$RUN" --device "$DEVICE" $EVAL \
-  && cp "$RUN/eval/report.json" "$RUN/eval/report.md" "$OUT/"
+  && cp "$RUN/eval/report.json" "$RUN/eval/report.md" "$OUT/" || failed+=(eval)
 
 step "4/4 export"
-timeout --signal=TERM 90 "${LF[@]}" export --run "$RUN" --out "bundles-gpu/$DOMAIN" \
-  && tar -cf "$OUT/bundle.tar" -C bundles-gpu "$DOMAIN"
-step "done"; ls -la "$OUT"
+timeout --signal=TERM 90 "${LF[@]}" export --run "$RUN" --out "$BUNDLE_DIR" \
+  && tar -cf "$OUT/bundle.tar" -C "$(dirname "$BUNDLE_DIR")" "$(basename "$BUNDLE_DIR")" || failed+=(export)
+ls -la "$OUT"
+if [ ${#failed[@]} -gt 0 ]; then step "failed: ${failed[*]}"; exit 1; fi
+step "done"
