@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+if TYPE_CHECKING:  # the CLI imports torch and the models lazily, so `labelforge --help` stays instant
+    from models.domains.base import Domain
+    from models.evaluation import EvalConfig, EvalModel
 
 console = Console()
 
@@ -82,6 +86,28 @@ def eval_command(
     out = out if out is not None else source / EVAL_REPORT  # where `labelforge export` looks for it
     mode = "quick" if quick else "full"
     console.print(f"evaluating {model.source} [bold]{model.name}[/bold] on {model.domain} ({mode}, {device})…")
+    if console.is_terminal:
+        report = _evaluate_with_bars(model, domain, cfg, out, domain_kwargs, device, mode, mean_image)
+    else:  # a log file: a live display would print nothing until the end (a full eval is tens of CPU-minutes)
+        def log_line(what: str, done: int, total: int) -> None:
+            if done == 0 or done == total or done % max(total // 10, 1) == 0:
+                console.print(f"{what}: {done}/{total}", soft_wrap=True)
+
+        report = run_evaluation(model, domain, cfg, out, {"domain_kwargs": domain_kwargs}, device, mode, log_line,
+                                mean_image=mean_image)
+    _print_summary(report, out)
+    if attach:
+        from models.export import attach_evaluation
+
+        attach_evaluation(source, report)
+        console.print(f"attached the report to {source / 'manifest.json'}")
+
+
+def _evaluate_with_bars(model: EvalModel, domain: Domain, cfg: EvalConfig, out: Path, domain_kwargs: dict[str, Any],
+                        device: str, mode: str, mean_image: bool) -> dict[str, Any]:
+    """`run_evaluation` with one rich bar per phase (a baseline's training gets steps and an ETA)."""
+    from models.evaluation import run_evaluation
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
@@ -102,6 +128,11 @@ def eval_command(
         report = run_evaluation(model, domain, cfg, out, {"domain_kwargs": domain_kwargs}, device, mode, progress,
                                 mean_image=mean_image)
         finish_all()
+    return report
+
+
+def _print_summary(report: dict[str, Any], out: Path) -> None:
+    mode = report["mode"]
     table = Table("figure", "value", title=f"summary ({mode})")
     for key, value in report["summary"].items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
@@ -111,8 +142,3 @@ def eval_command(
         console.print("[yellow]warning:[/yellow] source-only error is not ≥ 3× the oracle's: the domain gap is too small")
     console.print(f"targets missed: {', '.join(failed) if failed else 'none'}")
     console.print(f"wrote {out} and {out.with_suffix('.md')}")
-    if attach:
-        from models.export import attach_evaluation
-
-        attach_evaluation(source, report)
-        console.print(f"attached the report to {source / 'manifest.json'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,13 +49,40 @@ def _read_yaml(path: Path | None) -> dict[str, Any]:
 
 
 def _setup_logging() -> None:
-    from rich.logging import RichHandler
+    """Rich log lines on a terminal; plain timestamped lines in a log file (Rich would wrap them at 80 columns)."""
+    if err_console.is_terminal:
+        from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err_console)],
-                        force=True)
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err_console)],
+                            force=True)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _scalar_text(scalars: dict[str, float]) -> str:
+    keys = ("L_D", "L_G", "L_P", "k_t", "M_global")
+    return "  ".join(f"{k}={scalars[k]:.4f}" for k in keys if k in scalars)
 
 
 def _run_with_progress(fn: Any, label: str, **kwargs: Any) -> dict[str, Any]:
+    """A live bar on a terminal; elsewhere (nohup, CI, a log file) one plain line per log interval and per
+    10 % of the steps, since a live display prints nothing there until the run ends — hours of silence
+    for a background run."""
+    if not console.is_terminal:
+        since: dict[str, float] = {}  # time and iteration of this process's first step (a resume starts late)
+
+        def log_line(done: int, total: int, scalars: dict[str, float] | None) -> None:
+            if not since:
+                since.update(t=time.perf_counter(), it=done)
+            if scalars or done == total or done % max(total // 10, 1) == 0:  # log intervals, and every 10 %
+                pace = ""
+                if done > since["it"]:
+                    rate = (time.perf_counter() - since["t"]) / (done - since["it"])
+                    pace = f"  ({rate:.3g} s/step, ETA {rate * (total - done) / 3600:.2f} h)"
+                text = f"  {_scalar_text(scalars)}" if scalars else ""
+                console.print(f"{label} {done}/{total}{text}{pace}", soft_wrap=True)
+
+        return fn(progress=log_line, **kwargs)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -63,10 +91,7 @@ def _run_with_progress(fn: Any, label: str, **kwargs: Any) -> dict[str, Any]:
         task = bar.add_task(label, total=None, scalars="")
 
         def progress(done: int, total: int, scalars: dict[str, float] | None) -> None:
-            text = None
-            if scalars:
-                keys = ("L_D", "L_G", "L_P", "k_t", "M_global")
-                text = "  ".join(f"{k}={scalars[k]:.4f}" for k in keys if k in scalars)
+            text = _scalar_text(scalars) if scalars else None
             if text:
                 bar.update(task, completed=done, total=total, scalars=text)
             else:

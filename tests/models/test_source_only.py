@@ -27,12 +27,15 @@ def test_source_only_run_exports_a_bundle_whose_predictor_reads_its_own_images(t
     monkeypatch.setenv("LABELFORGE_CACHE_DIR", str(tmp_path / "cache"))
     result = _train(tmp_path / "so")
     assert result.exit_code == 0, result.output
+    assert "source-only 6/6" in result.output  # not a terminal: a plain progress line instead of a live bar
     run = load_run(tmp_path / "so")
     assert run.trainer == "source-only" and run.iteration == 6
     from service.cli import app
 
     evaluated = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "so"), "--quick", "--device", "cpu"])
     assert evaluated.exit_code == 0, evaluated.output
+    # not a terminal (a log file, nohup): plain progress lines as the work happens, not silence until the end
+    assert "oracle baseline" in evaluated.output and "training: " in evaluated.output
     bundle = Bundle.load(export_run(tmp_path / "so", tmp_path / "bundle"))
     assert bundle.manifest["trainer"] == "source-only"
     # the eval report written by `labelforge eval --run` travels into the bundle's manifest
