@@ -6,8 +6,12 @@ L_c compares G(z, l) with S(l) in a feature space that should react to *what the
 - `label-aware` (default): a small conv net trained once per domain + seed on simulator images under
   heavy photometric randomization (brightness, contrast, colour gains, noise, blur, random
   backgrounds behind the renderer's mask) to predict the labels. Appearance is nuisance for that
-  task, so its features keep label content and drop style — what the thesis asked VGG to do, without
-  ImageNet weights (none can be downloaded here). Frozen; cached as a weights-only file.
+  task, so it keeps label content and drops style — what the thesis asked VGG to do, without
+  ImageNet weights (none can be downloaded here). Frozen; cached as a weights-only file. L_c compares
+  one of two outputs (`layer`): its label read-out (`labels`, [B, D], the default since session 2),
+  or its last conv feature map (`features`, [B, 4w, S/4, S/4]: spatial like the thesis's relu4_3,
+  many more constraints per image than D numbers, so harder for G to satisfy with patterns that
+  only fool the frozen net).
 - `vgg16`: torchvision VGG16 up to relu4_3 after ×7 upsampling, as in the thesis. Weights come from a
   local file (`--vgg-weights`); without one the net is randomly initialised, with a loud warning. The
   upsampling factor is configurable: ×7 brings 32-px images to ImageNet scale, which matters for
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ContentKind = Literal["label-aware", "vgg16", "none"]
 CONTENT_KINDS: tuple[str, ...] = ("label-aware", "vgg16", "none")
+LABEL_AWARE_LAYERS: tuple[str, ...] = ("labels", "features")  # what L_c compares of the label-aware net
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -175,12 +180,17 @@ def build_content_features(
     label_aware: LabelAwareConfig | None = None,
     vgg_weights: str | Path | None = None,
     vgg_upsample: float = 7.0,
+    layer: str = "labels",
 ) -> nn.Module | None:
-    """A frozen feature extractor images [B, C, S, S] -> features, or None for `none`."""
+    """A frozen feature extractor images [B, C, S, S] -> features, or None for `none`; `layer` picks the
+    label-aware net's output (see the module docstring)."""
     if kind == "none":
         return None
     if kind == "vgg16":
         return VGGContent(vgg_weights, vgg_upsample).to(domain.device).eval().requires_grad_(False)
     if kind == "label-aware":
-        return load_or_train_label_aware(domain, label_aware or LabelAwareConfig(), seed, cache_path)
+        if layer not in LABEL_AWARE_LAYERS:
+            raise ValueError(f"label_aware_layer: must be one of {', '.join(LABEL_AWARE_LAYERS)}, got '{layer}'")
+        net = load_or_train_label_aware(domain, label_aware or LabelAwareConfig(), seed, cache_path)
+        return net.features if layer == "features" else net
     raise ValueError(f"content: unknown feature extractor '{kind}'; choose one of {', '.join(CONTENT_KINDS)}")

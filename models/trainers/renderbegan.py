@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import torch
 
-from models.content import CONTENT_KINDS, LabelAwareConfig, build_content_features
+from models.content import CONTENT_KINDS, LABEL_AWARE_LAYERS, LabelAwareConfig, build_content_features
 from models.domains.base import Domain, get_domain
 from models.losses import (
     ae_loss,
@@ -88,6 +88,7 @@ class RenderBEGANConfig:
     content: str = "label-aware"  # content features: label-aware | vgg16 | none
     vgg_weights: str | None = None  # local VGG16 state-dict file for content="vgg16"
     vgg_upsample: float = 7.0  # content="vgg16": input upsampling (thesis ×7; ×1 makes a CPU ablation feasible)
+    label_aware_layer: str = "labels"  # content="label-aware": L_c on its label read-out or its feature map
     content_steps: int = 2000  # optimizer steps of the label-aware feature net
     content_run: str | None = None  # folder with a trained content_label_aware.pt to reuse; None = this run's
     content_batch: int = 64  # images per label-aware step
@@ -121,6 +122,8 @@ class RenderBEGANConfig:
              "checkpoint_every", "must be ≥ 1"),
             (self.w_c >= 0 and self.w_z >= 0, "w_c/w_z", "must be ≥ 0"),
             (self.vgg_upsample > 0, "vgg_upsample", "must be > 0"),
+            (self.label_aware_layer in LABEL_AWARE_LAYERS, "label_aware_layer",
+             f"must be one of {', '.join(LABEL_AWARE_LAYERS)}"),
         ]
         for ok, name, why in checks:
             if not ok:
@@ -520,7 +523,7 @@ def train_renderbegan(
     feat = build_content_features(
         cfg.content, domain, seed=cfg.seed, cache_path=Path(cfg.content_run or run_dir) / CONTENT_FILE,
         label_aware=LabelAwareConfig(steps=cfg.content_steps, batch_size=cfg.content_batch),
-        vgg_weights=cfg.vgg_weights, vgg_upsample=cfg.vgg_upsample,
+        vgg_weights=cfg.vgg_weights, vgg_upsample=cfg.vgg_upsample, layer=cfg.label_aware_layer,
     )
     log.info("phase 3/3: GAN training to iteration %d", cfg.iterations)
     loop = RenderBEGANLoop(cfg, domain, build_nets(cfg, net, sim, dev), feat, run_dir)

@@ -159,3 +159,25 @@ def test_vgg_content_upsampling_sets_the_feature_grid_and_grey_images_work() -> 
     grey = torch.rand(2, 1, 16, 16)
     assert VGGContent(upsample=7.0)(grey).shape == (2, 512, 14, 14)  # 16·7 = 112 px → /8 after three pools
     assert VGGContent(upsample=1.0)(grey).shape == (2, 512, 2, 2)
+
+
+def test_label_aware_content_compares_the_label_read_out_or_the_feature_map(tmp_path) -> None:
+    """`label_aware_layer`: `labels` gives L_c D numbers per image, `features` the spatial map before the
+    read-out (4w channels at S/4), from the same cached net; an unknown layer names the field."""
+    import pytest
+
+    from models.content import LabelAwareConfig, build_content_features
+    from tests.models.tiny_domain import TinyBlobDomain
+
+    domain = TinyBlobDomain(8)
+    kw = {"seed": 0, "cache_path": tmp_path / "content.pt", "label_aware": LabelAwareConfig(steps=2, batch_size=4,
+                                                                                          width=8)}
+    x = torch.rand(3, domain.channels, 8, 8)
+    labels_net = build_content_features("label-aware", domain, **kw)
+    features_net = build_content_features("label-aware", domain, layer="features", **kw)  # reuses the cache
+    assert labels_net is not None and features_net is not None
+    assert labels_net(x).shape == (3, domain.layout.dim)
+    assert features_net(x).shape == (3, 32, 2, 2)
+    assert torch.equal(labels_net.head(features_net(x)), labels_net(x))  # the read-out of that very map
+    with pytest.raises(ValueError, match="label_aware_layer: must be one of labels, features"):
+        build_content_features("label-aware", domain, layer="logits", **kw)

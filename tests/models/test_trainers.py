@@ -110,6 +110,8 @@ def test_collapse_detection_stops_with_a_clear_message_and_keeps_a_checkpoint(tm
 def test_bad_config_names_the_field() -> None:
     with pytest.raises(ValueError, match="content: must be one of"):
         replace(TINY, content="vgg19").validate()
+    with pytest.raises(ValueError, match="label_aware_layer: must be one of labels, features"):
+        replace(TINY, label_aware_layer="logits").validate()
 
 
 # --- CLI (real digits domain, 8×8) ------------------------------------------------------------------
