@@ -2,7 +2,8 @@
 # The RenderBEGAN ablation of issue 4 on the digits domain, on a CPU with no GPU lent: content features
 # label-aware vs vgg16 (random init: no ImageNet weights can be downloaded here) vs none, and the
 # content weight w_c ∈ {0.03, 0.1, 0.3} with label-aware features (plus w_c = 1, beyond the issue's
-# range, run when 0.3 was still improving; not in the default ORDER). Every arm trains the same number of
+# range, run when 0.3 was still improving, and L_c on the label-aware net's feature map instead of its label
+# read-out at w_c = 1; neither in the default ORDER). Every arm trains the same number of
 # iterations from the same seed on configs/digits-cpu.yaml, reusing the committed digits simulator and
 # (label-aware arms) content net of checkpoints/digits-cpu, so the arms differ only in the ablated
 # field. Each is evaluated by `labelforge eval` into docs/results/ablation-digits/<arm>/, and
@@ -27,6 +28,7 @@ declare -A ARMS=(
   [label-aware-wc0.03]="--set content=label-aware --set w_c=0.03"
   [vgg16-wc0.1]="--set content=vgg16 --set w_c=0.1 --set vgg_upsample=1"
   [label-aware-wc1]="--set content=label-aware --set w_c=1.0"
+  [label-aware-features-wc1]="--set content=label-aware --set w_c=1.0 --set label_aware_layer=features"
 )
 ORDER=${*:-label-aware-wc0.1 none label-aware-wc0.3 label-aware-wc0.03 vgg16-wc0.1}
 
@@ -44,5 +46,5 @@ for arm in $ORDER; do
   echo "== $arm: evaluating"
   "$LF" eval --run "$run" --device cpu --out "$report" || echo "== $arm: no report (see the error above)"
 done
-"$LF" results docs/results/ablation-digits/*/report.json --vary content --vary w_c \
+"$LF" results docs/results/ablation-digits/*/report.json --vary content --vary label_aware_layer --vary w_c \
   --out docs/results/ablation-digits.md
