@@ -8,8 +8,8 @@
 #   scripts/methods-cpu.sh DOMAIN [MINUTES_PER_METHOD] [METHOD…]      (DOMAIN: digits | faces-m)
 #
 # Scaled for the CPU, and said so in each report's options: every run reuses the committed simulator of
-# its domain (checkpoints/DOMAIN-cpu, c=16; the faces-m configs' own S width is 32, so it is set to 16
-# here) instead of fitting its own; infobegan uses width 16 and
+# its domain (checkpoints/DOMAIN-cpu, c=16; the configs' own S width is 32, so it is set to 16 here)
+# instead of fitting its own; infobegan uses width 16 and
 # batch 32 (its seed config, width 64 and batch 64, takes ~7 s an iteration here); synthvaegan fits its
 # synthetic encoder for 2,000 (digits) / 3,000 (faces-m) steps instead of 5,000 / 20,000 and runs at
 # width 16 on faces-m. faces-m runs all use the 10,000 / 1,000-image real split of
@@ -24,7 +24,9 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 LF=.venv/bin/labelforge
 
 declare -A EXTRA=(
-  [digits/infobegan]="--set width=16 --set batch_size=32"
+  [digits/dcgan]="--set simulator_c=16"
+  [digits/infobegan]="--set width=16 --set batch_size=32 --set sim_c=16"
+  [digits/labelgan]="--set simulator_c=16"
   [digits/synthvaegan]="--set synth_steps=2000"
   [faces-m/dcgan]="--set simulator_c=16"
   [faces-m/infobegan]="--set width=16 --set batch_size=32 --set sim_c=16"
