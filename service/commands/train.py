@@ -111,10 +111,10 @@ def _finish(result: dict[str, Any]) -> None:
 
 
 def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, flags: dict[str, Any],
-                    overrides: list[str] | None, iterations: int | None) -> Any:
-    """The run's config, validated. With --resume: the run's own options (only --iterations may extend
-    them), so a resumed run computes what the interrupted one would have; otherwise defaults < --config
-    < flags < --set. A bad value exits 2 naming the field."""
+                    overrides: list[str] | None, extend: dict[str, Any]) -> Any:
+    """The run's config, validated. With --resume: the run's own options, of which only `extend`'s given
+    (non-None) values may change — the run's length — so a resumed run computes what the interrupted one
+    would have; otherwise defaults < --config < flags < --set. A bad value exits 2 naming the field."""
     from models.trainers.common import config_from_dict
     from models.trainers.run import read_options
 
@@ -122,8 +122,7 @@ def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, 
         if resume:
             known = {f.name for f in fields(cls)}  # options also hold resolved extras (layout, simulator_net, …)
             data = {k: v for k, v in read_options(out).items() if k in known}
-            if iterations is not None:
-                data["iterations"] = iterations
+            data.update({k: v for k, v in extend.items() if v is not None})
         else:
             data = _read_yaml(config)
             data.update({k: v for k, v in flags.items() if v is not None})
@@ -176,22 +175,11 @@ def simulator_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:
     """Fit the neural simulator S to a domain's renderer; report PSNR/SSIM and a contact sheet."""
-    from models.trainers.common import config_from_dict
-    from models.trainers.run import read_options
     from models.trainers.simulator import SimulatorConfig
 
     flags = {"domain": domain, "steps": steps, "batch_size": batch_size, "image_size": image_size, "seed": seed}
-    try:
-        if resume:  # the run's own options; only --steps may extend them
-            options = read_options(out)
-            data = {k: v for k, v in options.items() if k not in ("trainer", "layout", "net")}
-            data.update({k: v for k, v in {"steps": steps}.items() if v is not None})
-        else:
-            data = _read_yaml(config)
-            data.update({k: v for k, v in flags.items() if v is not None})
-        cfg = config_from_dict(SimulatorConfig, data)
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        raise _fail(str(err)) from None
+    cfg = _resolve_config(SimulatorConfig, out=out, resume=resume, config=config, flags=flags, overrides=None,
+                          extend={"steps": steps})
     _train("simulator", cfg, out=out, resume=resume, device=device, dry_run=dry_run)
 
 
@@ -224,7 +212,7 @@ def renderbegan_command(
         "batch_size": batch_size, "seed": seed, "amp": amp, "cuda_graph": cuda_graph,
     }
     cfg = _resolve_config(RenderBEGANConfig, out=out, resume=resume, config=config, flags=flags, overrides=overrides,
-                          iterations=iterations)
+                          extend={"iterations": iterations})
     _train("renderbegan", cfg, out=out, resume=resume, device=device, dry_run=dry_run,
            collapse_hint="; try a lower lr, another seed or a different gamma")
 
@@ -250,7 +238,7 @@ def method_command(method: str) -> Any:
 
         flags: dict[str, Any] = {"domain": domain, "iterations": iterations, "image_size": image_size, "seed": seed}
         cfg = _resolve_config(get_trainer_config(method), out=out, resume=resume, config=config, flags=flags,
-                              overrides=overrides, iterations=iterations)
+                              overrides=overrides, extend={"iterations": iterations})
         _train(method, cfg, out=out, resume=resume, device=device, dry_run=dry_run)
 
     command.__doc__ = f"Train the '{method}' method (see docs/methods/{method}.md) with checkpoints and exact resume."
