@@ -85,6 +85,11 @@ class LabelGANConfig:
     w_label: float = 1.0  # weight of L_P in L_G (eq. 4.3: 1)
     part_weights: dict[str, float] = field(default_factory=dict)  # per layout part in L_P; unnamed parts 1
     categorical_loss: str = "ce"  # "ce" on class logits, or "mse" on the one-hot (the seed's L2)
+    # Weight of L_P on the domain's own renders of the P-step labels, added to P's update. 0 = the seed: P
+    # learns only from G's images, so G and P can agree on a code the oracle cannot read (§6.1: labels
+    # "encoded in the image"). > 0 anchors P's reading to what the renderer draws for each label, so G is
+    # rewarded for drawing it. Not in the seed.
+    predictor_renders: float = 0.0
     refiner_width: int = 32  # channels inside R (seed notebook: 28)
     refiner_blocks: int = 5  # ResNet blocks in R (§4.1.1: five; MNIST notebook: three)
     critic_width: int = 32  # channels of D's first conv, doubled per stride-2 conv (capped 8×)
@@ -112,6 +117,7 @@ class LabelGANConfig:
             (min(self.lr_d, self.lr_g, self.lr_p) > 0, "lr_d/lr_g/lr_p", "must be > 0"),
             (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two numbers in [0, 1)"),
             (self.w_label >= 0, "w_label", "must be ≥ 0"),
+            (self.predictor_renders >= 0, "predictor_renders", "must be ≥ 0"),
             (all(w >= 0 for w in self.part_weights.values()), "part_weights", "weights must be ≥ 0"),
             (self.categorical_loss in ("ce", "mse"), "categorical_loss", "must be 'ce' or 'mse'"),
             (self.mean_per_class >= 1, "mean_per_class", "must be ≥ 1"),
@@ -221,7 +227,8 @@ class LabelGANLoop:
         self.weights = part_weight_map(cfg, self.layout)
         self.pool = domain.real_train().images.to(self.dev, torch.float32)  # [N, C, S, S]
         self.gen = torch.Generator(device=self.dev).manual_seed(cfg.seed + 1)  # z, l, α, real indices
-        self.names = [*SCALARS, *(f"L_P/{p}" for p in self.weights)]
+        anchor = ["L_P_sim"] if cfg.predictor_renders > 0 else []  # absent otherwise: older checkpoints resume
+        self.names = [*SCALARS, *anchor, *(f"L_P/{p}" for p in self.weights)]
         self.acc = torch.zeros(len(self.names), device=self.dev)
         self.acc_n = 0
         self.iteration = 0
@@ -261,16 +268,25 @@ class LabelGANLoop:
         n.opt_d.step()
         return loss.detach(), w.detach(), gp.detach()
 
-    def p_step(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """L_P on P(D.features(G(z, l))) for θ_P only (eq. 4.4)."""
+    def p_step(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                      dict[str, torch.Tensor]]:
+        """L_P on P(D.features(G(z, l))) for θ_P only (eq. 4.4), plus `predictor_renders` × L_P on the
+        domain's renders of the same labels; returns (L_P on G's images, L_P on renders or None, parts)."""
         n, cfg = self.nets, self.cfg
         with torch.no_grad():
             h = n.D.features(n.G(z, labels))
         loss, parts = weighted_label_loss(n.P(h), labels, self.layout, self.weights, cfg.categorical_loss)
+        total, on_renders = loss, None
+        if cfg.predictor_renders > 0:
+            with torch.no_grad():
+                h_sim = n.D.features(self.domain.simulate(labels)[0])
+            on_renders, _ = weighted_label_loss(n.P(h_sim), labels, self.layout, self.weights, cfg.categorical_loss)
+            total = loss + cfg.predictor_renders * on_renders
         n.opt_p.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         n.opt_p.step()
-        return loss.detach(), {k: v.detach() for k, v in parts.items()}
+        detached = None if on_renders is None else on_renders.detach()
+        return loss.detach(), detached, {k: v.detach() for k, v in parts.items()}
 
     def g_step(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """L_G = −E D(G(z, l)) + w_label L_P for θ_G (eq. 4.3); D and P stay fixed."""
@@ -288,9 +304,10 @@ class LabelGANLoop:
         b = self.draw()
         for i in range(self.cfg.critic_steps):
             l_d, w, gp = self.d_step(b[f"x{i}"], b[f"dz{i}"], b[f"dl{i}"], b[f"a{i}"])
-        l_p, parts = self.p_step(b["pz"], b["pl"])
+        l_p, l_p_sim, parts = self.p_step(b["pz"], b["pl"])
         l_g, adv, lp_g = self.g_step(b["gz"], b["gl"])
-        values = [l_d, w, gp, l_g, adv, l_p, lp_g, *(parts[p] for p in self.weights)]
+        anchor = [] if l_p_sim is None else [l_p_sim]
+        values = [l_d, w, gp, l_g, adv, l_p, lp_g, *anchor, *(parts[p] for p in self.weights)]
         self.acc.add_(torch.stack([v.float() for v in values]))
         self.acc_n += 1
         self.iteration += 1

@@ -134,9 +134,29 @@ def test_each_loss_falls_on_a_tiny_fixed_batch(tmp_path: Path) -> None:
     assert float(d[-1][1]) > float(d[0][1]) + 0.5  # W
     lps = [float(loop.p_step(z, labels)[0]) for _ in range(40)]
     assert lps[-1] < 0.5 * lps[0]
+    assert loop.p_step(z, labels)[1] is None  # predictor_renders = 0 (the seed): P never sees the renders
     g = [loop.g_step(z, labels) for _ in range(40)]
     assert float(g[-1][0]) < float(g[0][0]) - 0.5  # L_G = −E D(G) + w_label L_P
     assert float(g[-1][1]) < float(g[0][1])  # the adversarial part
+
+
+def test_predictor_renders_teaches_p_to_read_the_renderers_images(tmp_path: Path) -> None:
+    """With predictor_renders > 0, P's update also fits the domain's renders of the same labels (the anchor
+    against a G–P private code); that loss is logged as L_P_sim and falls on a fixed batch."""
+    domain = TinyBlobDomain(8)
+    cfg = replace(TINY, lr_p=1e-2, predictor_renders=1.0)
+    G, _ = prepare_source(cfg, domain, tmp_path)
+    loop = LabelGANLoop(cfg, domain, build_nets(cfg, G, domain.device), tmp_path)
+    batch = loop.draw()
+    z, labels = batch["pz"], batch["pl"]
+    with torch.no_grad():
+        before = weighted_label_loss(loop.nets.P(loop.nets.D.features(domain.simulate(labels)[0])), labels,
+                                     domain.layout, loop.weights, cfg.categorical_loss)[0]
+    on_renders = [float(loop.p_step(z, labels)[1]) for _ in range(100)]
+    assert on_renders[0] == pytest.approx(float(before), rel=1e-5)  # it is P's loss on the renders
+    assert on_renders[-1] < 0.5 * on_renders[0]
+    loop.iteration_step()
+    assert "L_P_sim" in loop.flush_scalars()
 
 
 # --- training runs ----------------------------------------------------------------------------------
@@ -146,16 +166,18 @@ def _states(run_dir: Path) -> dict[str, torch.Tensor]:
     return {f"{m}.{k}": v for m, sd in ckpt["models"].items() for k, v in sd.items()}
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
-    straight = train_labelgan(TINY, tmp_path / "a", device="cpu", domain=TinyBlobDomain(8))
+@pytest.mark.parametrize("predictor_renders", [0.0, 1.0])
+def test_interrupted_and_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path: Path, predictor_renders: float) -> None:
+    cfg = replace(TINY, predictor_renders=predictor_renders)
+    straight = train_labelgan(cfg, tmp_path / "a", device="cpu", domain=TinyBlobDomain(8))
 
     def sigterm_at_3(done: int, total: int, scalars: dict[str, float] | None) -> None:
         if done == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    first = train_labelgan(TINY, tmp_path / "b", device="cpu", progress=sigterm_at_3, domain=TinyBlobDomain(8))
+    first = train_labelgan(cfg, tmp_path / "b", device="cpu", progress=sigterm_at_3, domain=TinyBlobDomain(8))
     assert first["status"] == "interrupted" and first["iteration"] == 3
-    resumed = train_labelgan(TINY, tmp_path / "b", device="cpu", resume=True, domain=TinyBlobDomain(8))
+    resumed = train_labelgan(cfg, tmp_path / "b", device="cpu", resume=True, domain=TinyBlobDomain(8))
     assert resumed["status"] == "completed" and resumed["iteration"] == 6
     a, b = _states(tmp_path / "a"), _states(tmp_path / "b")
     assert a.keys() == b.keys()
@@ -291,6 +313,7 @@ def test_class_mean_images_of_the_digits_domain() -> None:
     ({"source": "photo"}, "source: must be one of"),
     ({"critic_steps": 0}, "critic_steps: must be ≥ 1"),
     ({"part_weights": {"digit": -1.0}}, "part_weights: weights must be ≥ 0"),
+    ({"predictor_renders": -0.5}, "predictor_renders: must be ≥ 0"),
     ({"refiner_width": 1}, "refiner_width"),
 ])
 def test_bad_config_names_the_field(over: dict, message: str) -> None:
