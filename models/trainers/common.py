@@ -8,6 +8,8 @@ import math
 import signal
 import threading
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -27,13 +29,57 @@ class TrainingCollapsed(RuntimeError):
     """Training stopped because the GAN collapsed or diverged; the message says which signal fired."""
 
 
+_SCALAR_KINDS: dict[type, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+}
+
+
+def _checked_scalar(name: str, hint: Any, value: Any) -> Any:
+    """`value` for a field annotated `hint`, or ValueError naming the field when it does not fit a plain
+    scalar field (bool/int/float/str, optionally `| None`) or is not the container a dict/list/tuple field
+    needs (their items are checked by the config's `validate`).
+    Without this a YAML or --set typo ("w_c=abc") surfaces later as a TypeError that names no field.
+    A float field also takes a numeric string: YAML 1.1 reads `1e-4` (no dot) as the string '1e-4'."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
+    if typing.get_args(hint) and not args:  # tuple[float, float], dict[...], list[...]: the shape; items by validate
+        container = typing.get_origin(hint)
+        if container is dict and not isinstance(value, dict):
+            raise ValueError(f"{name}: must be a mapping {{key: value}}, got {value!r}")
+        if container in (list, tuple) and not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name}: must be a list, got {value!r}")
+        return tuple(value) if container is tuple else value  # YAML and JSON give lists (e.g. Adam's betas)
+    if value is None and type(None) in args:
+        return value
+    kinds = [a for a in (args or (hint,)) if a in _SCALAR_KINDS]
+    if not kinds or (args and len(kinds) != len(args) - (type(None) in args)):
+        return value
+    for kind in kinds:
+        accepted, _ = _SCALAR_KINDS[kind]
+        if isinstance(value, accepted) and (kind is bool or not isinstance(value, bool)):
+            return value
+    if float in kinds and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    wanted = " or ".join(_SCALAR_KINDS[k][1] for k in kinds) + (" (or null)" if type(None) in args else "")
+    raise ValueError(f"{name}: must be {wanted}, got {value!r}")
+
+
 def config_from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
-    """Dataclass from a plain dict (e.g. parsed YAML), naming an unknown key instead of ignoring it."""
+    """Dataclass from a plain dict (e.g. parsed YAML), naming an unknown key or a value of the wrong type
+    instead of ignoring it or failing later without a name."""
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    for key in data:
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for key, value in data.items():
         if key not in known:
             raise ValueError(f"{prefix}{key}: unknown option; known: {', '.join(sorted(known))}")
-    return cls(**data)
+        checked[key] = _checked_scalar(f"{prefix}{key}", hints[key], value)
+    return cls(**checked)
 
 
 def resolve_device(device: str) -> torch.device:

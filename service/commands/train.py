@@ -127,8 +127,6 @@ def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, 
             data = _read_yaml(config)
             data.update({k: v for k, v in flags.items() if v is not None})
             _merge(data, _parse_overrides(overrides or []))
-        if "betas" in data:  # YAML and JSON give lists; Adam's betas are a tuple
-            data["betas"] = tuple(data["betas"])
         cfg: Any = config_from_dict(cls, data)
         if hasattr(cfg, "validate"):
             cfg.validate()

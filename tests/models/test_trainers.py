@@ -154,10 +154,12 @@ def test_cli_set_reaches_any_field_and_merges_into_the_config_files_net(tmp_path
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("net: {c: 16, nz: 8}\nw_c: 0.1\n")
     result = _cli("train", "renderbegan", "--domain", "digits", "--config", str(cfg), "--set", "w_c=0.3",
-                  "--set", "net.g_input=dense", "--set", "content=vgg16", "--set", "vgg_upsample=1", "--dry-run")
+                  "--set", "net.g_input=dense", "--set", "content=vgg16", "--set", "vgg_upsample=1", "--set", "lr_d=1e-4",
+                  "--dry-run")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["w_c"] == 0.3 and data["content"] == "vgg16" and data["vgg_upsample"] == 1
+    assert data["lr_d"] == 1e-4  # YAML 1.1 reads 1e-4 as a string; a float field takes it as the number
     assert data["net"] == {"c": 16, "nz": 8, "g_input": "dense"}  # one nested field set, the file's others kept
 
 
@@ -171,6 +173,13 @@ def test_cli_set_reaches_any_field_and_merges_into_the_config_files_net(tmp_path
         (["--set", "vgg_upsample=0", "--iterations", "1"], "vgg_upsample: must be > 0"),
         (["--set", "content_run=/nonexistent", "--iterations", "1"], "content_run: no content_label_aware.pt"),
         (["--set", "w_c"], "--set: 'w_c' is not key=value"),
+        (["--set", "w_c=abc"], "w_c: must be a number, got 'abc'"),
+        (["--set", "iterations=2.5"], "iterations: must be an integer, got 2.5"),
+        (["--set", "cuda_graph=maybe"], "cuda_graph: must be true or false, got 'maybe'"),
+        (["--set", "simulator_run=3"], "simulator_run: must be a string (or null), got 3"),
+        (["--set", "lr_d=1e-4", "--set", "w_c=[1]"], "w_c: must be a number, got [1]"),
+        (["--set", "domain_kwargs=3"], "domain_kwargs: must be a mapping {key: value}, got 3"),
+        (["--set", "betas=0.5"], "betas: must be a list, got 0.5"),
     ],
 )
 def test_cli_bad_option_gives_clear_message_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
