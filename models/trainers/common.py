@@ -37,7 +37,7 @@ _SCALAR_KINDS: dict[type, tuple[tuple[type, ...], str]] = {
 }
 
 
-def _checked_scalar(name: str, hint: Any, value: Any) -> Any:
+def _checked_value(name: str, hint: Any, value: Any) -> Any:
     """`value` for a field annotated `hint`, or ValueError naming the field when it does not fit a plain
     scalar field (bool/int/float/str, optionally `| None`) or is not the container a dict/list/tuple field
     needs (their items are checked by the config's `validate`).
@@ -78,7 +78,7 @@ def config_from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     for key, value in data.items():
         if key not in known:
             raise ValueError(f"{prefix}{key}: unknown option; known: {', '.join(sorted(known))}")
-        checked[key] = _checked_scalar(f"{prefix}{key}", hints[key], value)
+        checked[key] = _checked_value(f"{prefix}{key}", hints[key], value)
     return cls(**checked)
 
 
