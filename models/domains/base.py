@@ -74,12 +74,18 @@ def register_domain(name: str) -> Callable[[type[Domain]], type[Domain]]:
     return wrap
 
 
-def get_domain(name: str, **kwargs: object) -> Domain:
-    """Build a registered domain; unknown names list the known ones."""
+def check_domain(name: str) -> None:
+    """Raise ValueError listing the known domains when `name` is not one: callers check a config before
+    they create anything on disk for it."""
     import models.domains.catalog  # noqa: F401  (registers the built-in domains)
 
     if name not in _DOMAINS:
         raise ValueError(f"unknown domain '{name}'; known: {', '.join(sorted(_DOMAINS))}")
+
+
+def get_domain(name: str, **kwargs: object) -> Domain:
+    """Build a registered domain; unknown names list the known ones."""
+    check_domain(name)
     return _DOMAINS[name](**kwargs)
 
 

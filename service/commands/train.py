@@ -115,6 +115,7 @@ def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, 
     """The run's config, validated. With --resume: the run's own options, of which only `extend`'s given
     (non-None) values may change — the run's length — so a resumed run computes what the interrupted one
     would have; otherwise defaults < --config < flags < --set. A bad value exits 2 naming the field."""
+    from models.domains.base import check_domain
     from models.trainers.common import config_from_dict
     from models.trainers.run import read_options
 
@@ -130,6 +131,7 @@ def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, 
         cfg: Any = config_from_dict(cls, data)
         if hasattr(cfg, "validate"):
             cfg.validate()
+        check_domain(cfg.domain)  # before the run directory exists: a typo leaves nothing behind
     except (ValueError, FileNotFoundError, TypeError) as err:
         raise _fail(str(err)) from None
     return cfg

@@ -187,6 +187,7 @@ def test_cli_bad_option_gives_clear_message_and_exit_2(tmp_path: Path, args: lis
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()  # refused before any run directory or file is written
 
 
 def test_bf16_autocast_path_agrees_with_the_fp32_reference(tmp_path: Path) -> None:
