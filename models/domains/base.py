@@ -59,6 +59,16 @@ class Domain(ABC):
         """Held-out real images with ground-truth labels, for evaluation only; None when unknown."""
         return None
 
+    def real_class_means(self) -> torch.Tensor | None:
+        """[K, C, S, S]: the mean real *train* image of each class of the layout's categorical field, or None
+        where the real side has no classes.
+
+        The one piece of real-side label information a trainer may read: K averaged images, the weak
+        supervision of the LabelGAN seed's mean-image experiment (§5.1 starts from MNIST's class means).
+        Per-image real labels stay hidden, and the test split is never part of the mean.
+        """
+        return None
+
 
 _DOMAINS: dict[str, Callable[..., Domain]] = {}
 

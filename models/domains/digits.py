@@ -5,7 +5,8 @@ scaled to [0, 1] and resized bilinearly to the domain's image size. The train/te
 the same 1,297 / 500 stratified split for every domain seed — so evaluation figures from different runs
 compare on the same test digits. Only the class is known for a real digit: `real_test().labels` are the
 one-hot `digit` with every continuous field (rotation, thickness, scale, slant, dx, dy) set to 0, which
-means "unknown", not "upright". Evaluation must score the `digit` field only.
+means "unknown", not "upright". Evaluation must score the `digit` field only. The train split's classes
+reach a trainer only as ten averaged images (`real_class_means`, the LabelGAN seed's mean images).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class DigitsDomain(Domain):
         data = load_digits()
         images = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0  # [1797, 1, 8, 8]
         idx_train, idx_test = real_digits_split()
-        self._train = self._resize(images[idx_train])  # the train classes are never read: unlabeled pool
+        self._train = self._resize(images[idx_train])  # unlabeled pool: its classes only enter the class means
+        train_y = torch.from_numpy(data.target[idx_train]).long().to(self.device)
+        self._class_means = torch.stack([self._train[train_y == k].mean(dim=0) for k in range(10)])
         self._test = self._resize(images[idx_test])
         test_y = torch.from_numpy(data.target[idx_test]).long()  # [500]
         labels = torch.zeros(len(test_y), DIGITS.dim)  # continuous fields 0 = unknown (see module doc)
@@ -72,3 +75,6 @@ class DigitsDomain(Domain):
 
     def real_test(self) -> RealSplit:
         return RealSplit(images=self._test, labels=self._test_labels)
+
+    def real_class_means(self) -> torch.Tensor:
+        return self._class_means

@@ -3,8 +3,9 @@
 Phases of one run:
   1. source    — `source="simulator"`: the neural simulator S, fitted here or loaded from
                  `simulator_run` (RenderBEGAN's `prepare_simulator`); `source="mean_image"`: one mean
-                 image per class, averaged over the domain's own simulator renders (seed §5.1; real
-                 classes are never read — the real side stays unlabeled for training);
+                 image per class, averaged over the domain's simulator renders (`mean_source="simulator"`,
+                 no real label read) or over its real train images (`"real"`, the seed's §5.1: MNIST's
+                 class means; the domain hands out only the K means, never per-image labels);
   2. GAN       — iterations of `critic_steps` critic updates (WGAN-GP, eq. 4.2), one predictor update
                  (L_P on generated images, eq. 4.4) and one generator update (L_G = −E D(G) + w_label L_P,
                  eq. 4.3), each its own Adam. Scalars accumulate on the device and are read at log steps.
@@ -61,6 +62,7 @@ from models.trainers.run import RunModules, register_run_builder, write_options
 log = logging.getLogger(__name__)
 
 TRAINER = "labelgan"
+MEAN_SOURCES = ("simulator", "real")
 ARCH_FIELDS = ("source", "refiner_width", "refiner_blocks", "critic_width", "predictor_width", "warp_grid", "warp_max")
 
 
@@ -96,7 +98,11 @@ class LabelGANConfig:
     predictor_width: int = 64  # channels of P's four convs
     warp_grid: int = 2  # mean_image: control points per side of the displacement field
     warp_max: float = 1.0  # mean_image: largest displacement in half image sides (seed: tanh, 1)
-    mean_per_class: int = 256  # mean_image: simulator renders averaged per class
+    # mean_image: what the class templates average. "simulator": renders of each class (no real label is
+    # read). "real": the domain's real train images of each class — the seed's setup (§5.1 averages MNIST's
+    # training digits); only the K means leave the domain.
+    mean_source: str = "simulator"
+    mean_per_class: int = 256  # mean_image, mean_source "simulator": renders averaged per class
     simulator_run: str | None = None  # simulator: run dir with a trained S; None = fit S here
     simulator_c: int = 16  # simulator: base width of S when fitted here
     simulator_steps: int = 3000  # simulator: S fitting steps
@@ -120,6 +126,7 @@ class LabelGANConfig:
             (self.predictor_renders >= 0, "predictor_renders", "must be ≥ 0"),
             (all(w >= 0 for w in self.part_weights.values()), "part_weights", "weights must be ≥ 0"),
             (self.categorical_loss in ("ce", "mse"), "categorical_loss", "must be 'ce' or 'mse'"),
+            (self.mean_source in MEAN_SOURCES, "mean_source", f"must be one of {', '.join(MEAN_SOURCES)}"),
             (self.mean_per_class >= 1, "mean_per_class", "must be ≥ 1"),
             (min(self.log_every, self.sample_every, self.checkpoint_every) >= 1,
              "log_every/sample_every/checkpoint_every", "must be ≥ 1"),
@@ -183,6 +190,21 @@ def class_mean_images(domain: Domain, per_class: int, seed: int) -> torch.Tensor
         labels[:, cls.start + k] = 1
         means.append(domain.simulate(labels)[0].float().mean(dim=0))  # [C, S, S]
     return torch.stack(means)
+
+
+def real_class_means(domain: Domain) -> torch.Tensor:
+    """The domain's real class means, or a ValueError naming `mean_source` where it has none."""
+    means = domain.real_class_means()
+    if means is None:
+        raise ValueError(f"mean_source: domain '{domain.name}' has no real classes to average; use 'simulator'")
+    return means
+
+
+def class_templates(cfg: LabelGANConfig, domain: Domain) -> torch.Tensor:
+    """[K, C, S, S]: the mean-image variant's starting images, from `cfg.mean_source`."""
+    if cfg.mean_source == "simulator":
+        return class_mean_images(domain, cfg.mean_per_class, cfg.seed)
+    return real_class_means(domain)
 
 
 def build_generator(arch: LabelGANArch, layout: LabelLayout, net: NetConfig) -> LabelGANGenerator:
@@ -407,7 +429,7 @@ def prepare_source(cfg: LabelGANConfig, domain: Domain, run_dir: Path) -> tuple[
     else:
         torch.manual_seed(cfg.seed)
         G = build_generator(arch, layout, net)
-        means = class_mean_images(domain, cfg.mean_per_class, cfg.seed)
+        means = class_templates(cfg, domain)
         assert isinstance(G.source, MeanImageSource)  # build_generator's source without a simulator
         G.source.templates.means.copy_(means)
     return G.to(dev), net
@@ -439,6 +461,8 @@ def train_labelgan(
     if domain is None:
         domain = get_domain(cfg.domain, image_size=cfg.image_size, seed=cfg.seed, device=dev, **cfg.domain_kwargs)
     part_weight_map(cfg, domain.layout)  # unknown part names fail before any work
+    if cfg.source == "mean_image" and cfg.mean_source == "real":
+        real_class_means(domain)  # a domain without real classes fails before any work
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("phase 1/2: source '%s'", cfg.source)

@@ -62,6 +62,21 @@ def test_digits_domain_sides_have_the_right_shapes_ranges_and_labels():
     assert torch.equal(other_seed.images, test.images) and torch.equal(other_seed.labels, test.labels)
 
 
+def test_digits_class_means_average_the_real_train_split_only():
+    """The one real-label read a trainer gets (LabelGAN's mean images): class k's mean over the TRAIN
+    digits of class k, recomputed here from scikit-learn; the test digits never enter it."""
+    from sklearn.datasets import load_digits
+
+    dom = get_domain("digits", image_size=16, seed=0)
+    means = dom.real_class_means()
+    assert means.shape == (10, 1, 16, 16)
+    train_idx, _ = real_digits_split()
+    classes = torch.from_numpy(load_digits().target[train_idx])
+    for k in range(10):
+        torch.testing.assert_close(means[k], dom.real_train().images[classes == k].mean(dim=0))
+    assert get_domain("faces-m", image_size=16).real_class_means() is None  # no classes on that side
+
+
 def test_real_digits_are_white_ink_on_black_like_the_renders():
     dom = get_domain("digits", image_size=32)
     real = dom.real_test().images

@@ -92,6 +92,32 @@ def test_mean_image_source_starts_at_the_class_template_and_its_warp_bends_it() 
     assert (bent - start).abs().mean() > 0.05 and not torch.allclose(bent[1], bent[2])  # per-sample warp
 
 
+class BlobsWithClassMeans(TinyBlobDomain):
+    """TinyBlobDomain whose real side knows ten class means (as the digits domain does)."""
+
+    def real_class_means(self) -> torch.Tensor:
+        return torch.linspace(0, 1, 10)[:, None, None, None].expand(10, self.channels, self.image_size,
+                                                                     self.image_size).clone()
+
+
+def test_mean_source_real_starts_from_the_domains_real_class_means(tmp_path: Path) -> None:
+    """The seed's §5.1 setup: the templates ARE the real class means; 'simulator' averages renders instead."""
+    domain = BlobsWithClassMeans(8)
+    G, _ = prepare_source(replace(TINY, source="mean_image", mean_source="real"), domain, tmp_path)
+    torch.testing.assert_close(G.source.templates.means, domain.real_class_means())
+    G_sim, _ = prepare_source(replace(TINY, source="mean_image"), domain, tmp_path)
+    torch.testing.assert_close(G_sim.source.templates.means, class_mean_images(domain, TINY.mean_per_class, TINY.seed))
+
+
+def test_mean_source_real_on_a_domain_without_classes_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mean_source: domain 'tiny-blobs' has no real classes"):
+        train_labelgan(replace(TINY, source="mean_image", mean_source="real"), tmp_path / "run", device="cpu",
+                       domain=TinyBlobDomain(8))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="mean_source: must be one of simulator, real"):
+        replace(TINY, mean_source="mnist").validate()
+
+
 # --- losses -----------------------------------------------------------------------------------------
 
 def test_gradient_penalty_of_a_linear_critic_is_its_norm_minus_one_squared() -> None:
