@@ -461,8 +461,10 @@ def train_labelgan(
     if domain is None:
         domain = get_domain(cfg.domain, image_size=cfg.image_size, seed=cfg.seed, device=dev, **cfg.domain_kwargs)
     part_weight_map(cfg, domain.layout)  # unknown part names fail before any work
-    if cfg.source == "mean_image" and cfg.mean_source == "real":
-        real_class_means(domain)  # a domain without real classes fails before any work
+    if cfg.source == "mean_image":  # a layout without one class field, or a domain without real classes,
+        class_field(domain.layout)  # fails before any work
+        if cfg.mean_source == "real":
+            real_class_means(domain)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("phase 1/2: source '%s'", cfg.source)

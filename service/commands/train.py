@@ -148,6 +148,7 @@ def _train(trainer: str, cfg: Any, *, out: Path, resume: bool, device: str, dry_
     from models.trainers.run import prepare_run_dir
 
     _setup_logging()
+    run_dir: Path | None = None
     try:
         run_dir = prepare_run_dir(out, resume)
         if run_dir != out:
@@ -158,6 +159,8 @@ def _train(trainer: str, cfg: Any, *, out: Path, resume: bool, device: str, dry_
         err_console.print(f"[red]training stopped:[/red] {err}. The last checkpoint is kept{collapse_hint}.")
         raise typer.Exit(code=3) from None
     except (ValueError, FileNotFoundError) as err:
+        if run_dir is not None and not resume and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a config the trainer refused before writing anything leaves no empty run behind
         raise _fail(str(err)) from None
     _finish(result)
 

@@ -355,3 +355,19 @@ def test_unknown_part_and_mean_image_without_classes_fail_before_training(tmp_pa
     with pytest.raises(ValueError, match="needs exactly one categorical label field; layout 'faces' has 0"):
         train_labelgan(replace(TINY, source="mean_image", domain="tiny-faces"), tmp_path / "y",
                        domain=TinyFaces(image_size=8))
+
+
+def test_cli_refuses_the_mean_image_source_on_a_domain_without_classes_and_writes_nothing(tmp_path: Path) -> None:
+    """faces-m has no class field to take templates of: exit 2 naming `source`, no empty run directory left."""
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, [
+        "train", "labelgan", "--config", "configs/labelgan-faces-m.yaml", "--out", str(tmp_path / "x"),
+        "--device", "cpu", "--set", "source=mean_image", "--set", "image_size=8",
+        "--set", "domain_kwargs={real_train_count: 8, real_test_count: 4}"], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "source: 'mean_image' needs exactly one categorical label field" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
