@@ -92,6 +92,10 @@ class LabelGANConfig:
     # "encoded in the image"). > 0 anchors P's reading to what the renderer draws for each label, so G is
     # rewarded for drawing it. Not in the seed.
     predictor_renders: float = 0.0
+    # Weight of L_P on G's own source images of the P-step (z, l) — S(l), or the warped class template —
+    # added to P's update. With real class means (mean_source "real") that image is the one piece of real
+    # appearance tied to a class, so P's reading stays where an oracle's is. 0 = the seed. Not in the seed.
+    predictor_sources: float = 0.0
     refiner_width: int = 32  # channels inside R (seed notebook: 28)
     refiner_blocks: int = 5  # ResNet blocks in R (§4.1.1: five; MNIST notebook: three)
     critic_width: int = 32  # channels of D's first conv, doubled per stride-2 conv (capped 8×)
@@ -124,6 +128,7 @@ class LabelGANConfig:
             (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two numbers in [0, 1)"),
             (self.w_label >= 0, "w_label", "must be ≥ 0"),
             (self.predictor_renders >= 0, "predictor_renders", "must be ≥ 0"),
+            (self.predictor_sources >= 0, "predictor_sources", "must be ≥ 0"),
             (all(w >= 0 for w in self.part_weights.values()), "part_weights", "weights must be ≥ 0"),
             (self.categorical_loss in ("ce", "mse"), "categorical_loss", "must be 'ce' or 'mse'"),
             (self.mean_source in MEAN_SOURCES, "mean_source", f"must be one of {', '.join(MEAN_SOURCES)}"),
@@ -249,8 +254,11 @@ class LabelGANLoop:
         self.weights = part_weight_map(cfg, self.layout)
         self.pool = domain.real_train().images.to(self.dev, torch.float32)  # [N, C, S, S]
         self.gen = torch.Generator(device=self.dev).manual_seed(cfg.seed + 1)  # z, l, α, real indices
-        anchor = ["L_P_sim"] if cfg.predictor_renders > 0 else []  # absent otherwise: older checkpoints resume
-        self.names = [*SCALARS, *anchor, *(f"L_P/{p}" for p in self.weights)]
+        # P's anchors: (scalar, weight); a zero-weight anchor is neither computed nor logged, so the
+        # accumulator of a checkpoint from before an anchor existed still fits on resume
+        self.anchors = [(name, w) for name, w in (("L_P_sim", cfg.predictor_renders),
+                                                  ("L_P_src", cfg.predictor_sources)) if w > 0]
+        self.names = [*SCALARS, *(name for name, _ in self.anchors), *(f"L_P/{p}" for p in self.weights)]
         self.acc = torch.zeros(len(self.names), device=self.dev)
         self.acc_n = 0
         self.iteration = 0
@@ -290,25 +298,32 @@ class LabelGANLoop:
         n.opt_d.step()
         return loss.detach(), w.detach(), gp.detach()
 
-    def p_step(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
+    def anchor_images(self, name: str, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The images an anchor teaches P to read as `labels`: the domain's renders (L_P_sim) or G's source
+        images S(l) / warped class templates (L_P_src)."""
+        if name == "L_P_sim":
+            return self.domain.simulate(labels)[0]
+        return self.nets.G.source_image(z, labels)
+
+    def p_step(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                                       dict[str, torch.Tensor]]:
-        """L_P on P(D.features(G(z, l))) for θ_P only (eq. 4.4), plus `predictor_renders` × L_P on the
-        domain's renders of the same labels; returns (L_P on G's images, L_P on renders or None, parts)."""
+        """L_P on P(D.features(G(z, l))) for θ_P only (eq. 4.4), plus each anchor's weight × L_P on its images
+        of the same labels; returns (L_P on G's images, {anchor: L_P on its images}, parts)."""
         n, cfg = self.nets, self.cfg
         with torch.no_grad():
             h = n.D.features(n.G(z, labels))
         loss, parts = weighted_label_loss(n.P(h), labels, self.layout, self.weights, cfg.categorical_loss)
-        total, on_renders = loss, None
-        if cfg.predictor_renders > 0:
+        total, anchored = loss, {}
+        for name, weight in self.anchors:
             with torch.no_grad():
-                h_sim = n.D.features(self.domain.simulate(labels)[0])
-            on_renders, _ = weighted_label_loss(n.P(h_sim), labels, self.layout, self.weights, cfg.categorical_loss)
-            total = loss + cfg.predictor_renders * on_renders
+                h_anchor = n.D.features(self.anchor_images(name, z, labels))
+            anchored[name], _ = weighted_label_loss(n.P(h_anchor), labels, self.layout, self.weights,
+                                                    cfg.categorical_loss)
+            total = total + weight * anchored[name]
         n.opt_p.zero_grad(set_to_none=True)
         total.backward()
         n.opt_p.step()
-        detached = None if on_renders is None else on_renders.detach()
-        return loss.detach(), detached, {k: v.detach() for k, v in parts.items()}
+        return loss.detach(), {k: v.detach() for k, v in anchored.items()}, {k: v.detach() for k, v in parts.items()}
 
     def g_step(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """L_G = −E D(G(z, l)) + w_label L_P for θ_G (eq. 4.3); D and P stay fixed."""
@@ -326,10 +341,10 @@ class LabelGANLoop:
         b = self.draw()
         for i in range(self.cfg.critic_steps):
             l_d, w, gp = self.d_step(b[f"x{i}"], b[f"dz{i}"], b[f"dl{i}"], b[f"a{i}"])
-        l_p, l_p_sim, parts = self.p_step(b["pz"], b["pl"])
+        l_p, anchored, parts = self.p_step(b["pz"], b["pl"])
         l_g, adv, lp_g = self.g_step(b["gz"], b["gl"])
-        anchor = [] if l_p_sim is None else [l_p_sim]
-        values = [l_d, w, gp, l_g, adv, l_p, lp_g, *anchor, *(parts[p] for p in self.weights)]
+        values = [l_d, w, gp, l_g, adv, l_p, lp_g, *(anchored[name] for name, _ in self.anchors),
+                  *(parts[p] for p in self.weights)]
         self.acc.add_(torch.stack([v.float() for v in values]))
         self.acc_n += 1
         self.iteration += 1

@@ -160,29 +160,33 @@ def test_each_loss_falls_on_a_tiny_fixed_batch(tmp_path: Path) -> None:
     assert float(d[-1][1]) > float(d[0][1]) + 0.5  # W
     lps = [float(loop.p_step(z, labels)[0]) for _ in range(40)]
     assert lps[-1] < 0.5 * lps[0]
-    assert loop.p_step(z, labels)[1] is None  # predictor_renders = 0 (the seed): P never sees the renders
+    assert loop.p_step(z, labels)[1] == {}  # no anchor (the seed): P never sees renders or source images
     g = [loop.g_step(z, labels) for _ in range(40)]
     assert float(g[-1][0]) < float(g[0][0]) - 0.5  # L_G = −E D(G) + w_label L_P
     assert float(g[-1][1]) < float(g[0][1])  # the adversarial part
 
 
-def test_predictor_renders_teaches_p_to_read_the_renderers_images(tmp_path: Path) -> None:
-    """With predictor_renders > 0, P's update also fits the domain's renders of the same labels (the anchor
-    against a G–P private code); that loss is logged as L_P_sim and falls on a fixed batch."""
+@pytest.mark.parametrize(("option", "scalar"), [("predictor_renders", "L_P_sim"), ("predictor_sources", "L_P_src")])
+def test_each_predictor_anchor_teaches_p_to_read_its_images(tmp_path: Path, option: str, scalar: str) -> None:
+    """An anchor adds its weight × L_P on its own images of the P-step labels to P's update (against a G–P
+    private code): the domain's renders (predictor_renders) or G's source images (predictor_sources, here
+    the warped class templates). The anchor's loss is logged under its name and falls on a fixed batch."""
     domain = TinyBlobDomain(8)
-    cfg = replace(TINY, lr_p=1e-2, predictor_renders=1.0)
+    cfg = replace(TINY, lr_p=1e-2, source="mean_image", **{option: 1.0})
     G, _ = prepare_source(cfg, domain, tmp_path)
     loop = LabelGANLoop(cfg, domain, build_nets(cfg, G, domain.device), tmp_path)
     batch = loop.draw()
     z, labels = batch["pz"], batch["pl"]
+    images = domain.simulate(labels)[0] if option == "predictor_renders" else G.source_image(z, labels)
     with torch.no_grad():
-        before = weighted_label_loss(loop.nets.P(loop.nets.D.features(domain.simulate(labels)[0])), labels,
+        before = weighted_label_loss(loop.nets.P(loop.nets.D.features(images)), labels,
                                      domain.layout, loop.weights, cfg.categorical_loss)[0]
-    on_renders = [float(loop.p_step(z, labels)[1]) for _ in range(100)]
-    assert on_renders[0] == pytest.approx(float(before), rel=1e-5)  # it is P's loss on the renders
-    assert on_renders[-1] < 0.5 * on_renders[0]
+    anchored = [loop.p_step(z, labels)[1] for _ in range(100)]
+    assert set(anchored[0]) == {scalar}
+    assert float(anchored[0][scalar]) == pytest.approx(float(before), rel=1e-5)  # it is P's loss on those images
+    assert float(anchored[-1][scalar]) < 0.5 * float(anchored[0][scalar])
     loop.iteration_step()
-    assert "L_P_sim" in loop.flush_scalars()
+    assert scalar in loop.flush_scalars()
 
 
 # --- training runs ----------------------------------------------------------------------------------
@@ -192,9 +196,9 @@ def _states(run_dir: Path) -> dict[str, torch.Tensor]:
     return {f"{m}.{k}": v for m, sd in ckpt["models"].items() for k, v in sd.items()}
 
 
-@pytest.mark.parametrize("predictor_renders", [0.0, 1.0])
-def test_interrupted_and_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path: Path, predictor_renders: float) -> None:
-    cfg = replace(TINY, predictor_renders=predictor_renders)
+@pytest.mark.parametrize("anchors", [{}, {"predictor_renders": 1.0, "predictor_sources": 0.5}])
+def test_interrupted_and_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path: Path, anchors: dict[str, float]) -> None:
+    cfg = replace(TINY, **anchors)
     straight = train_labelgan(cfg, tmp_path / "a", device="cpu", domain=TinyBlobDomain(8))
 
     def sigterm_at_3(done: int, total: int, scalars: dict[str, float] | None) -> None:
