@@ -93,8 +93,9 @@ class LabelGANConfig:
     # rewarded for drawing it. Not in the seed.
     predictor_renders: float = 0.0
     # Weight of L_P on G's own source images of the P-step (z, l) — S(l), or the warped class template —
-    # added to P's update. With real class means (mean_source "real") that image is the one piece of real
-    # appearance tied to a class, so P's reading stays where an oracle's is. 0 = the seed. Not in the seed.
+    # added to P's update: with real class means (mean_source "real") that image is the one piece of real
+    # appearance tied to a class. 0 = the seed. Not in the seed; on digits it did not hold the oracle's
+    # reading better than the seed's loss (docs/methods/labelgan.md, session 8).
     predictor_sources: float = 0.0
     refiner_width: int = 32  # channels inside R (seed notebook: 28)
     refiner_blocks: int = 5  # ResNet blocks in R (§4.1.1: five; MNIST notebook: three)
