@@ -10,16 +10,24 @@ Phases of one run:
 Resume is exact: model/optimizer states, k_t, the log accumulators and every RNG (torch, CUDA,
 numpy, python, the data generator that draws z, l and real-image indices) are in the checkpoint,
 so an interrupted and resumed run equals the uninterrupted one bit for bit on CPU.
+
+`init_from` is the other way to continue: a NEW run that takes over another run's whole GAN state
+(networks, Adam moments, k_t, RNG streams, iteration) and goes on under its own, changed config — e.g.
+a lower w_c once G carries the label. `--resume` forbids changing a run's options, on purpose; this keeps
+the old run intact and records the source and every changed option in the new run's log. With the same
+config it equals `--resume` bit for bit (tested).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,7 +61,7 @@ from models.trainers.common import (
     write_scalars,
 )
 from models.trainers.registry import register_trainer
-from models.trainers.run import append_log, load_run, write_options
+from models.trainers.run import LOG_NAME, OPTIONS_NAME, append_log, load_run, read_options, write_options
 from models.trainers.simulator import evaluate_simulator, fit_simulator
 
 log = logging.getLogger(__name__)
@@ -102,6 +110,7 @@ class RenderBEGANConfig:
     collapse_warmup: int = 2000  # iterations before collapse checks on M_global / diversity start
     mglobal_rise: float = 3.0  # collapse if M_global > this × its best logged value
     diversity_min: float = 1e-3  # collapse if G's std over z at fixed l / real std falls below this
+    init_from: str | None = None  # run folder whose GAN checkpoint this run continues under THIS config (see below)
     amp: str = "none"  # "none" (fp32 reference) or "bf16" autocast
     cuda_graph: bool = False  # capture each iteration's updates as one CUDA graph (CUDA only; eager = reference)
 
@@ -132,6 +141,9 @@ class RenderBEGANConfig:
             raise ValueError(f"content_run: no {CONTENT_FILE} in {self.content_run}")
         if self.vgg_weights is not None and not Path(self.vgg_weights).is_file():
             raise ValueError(f"vgg_weights: no such file {self.vgg_weights}")
+        if self.init_from is not None and not (Path(self.init_from) / CHECKPOINT_NAME).is_file():
+            raise ValueError(f"init_from: no {CHECKPOINT_NAME} in {self.init_from} (it must be a RenderBEGAN run folder "
+                             "that has reached its first checkpoint)")
 
 
 GRAPH_WARMUP = 3  # eager iterations before capture (lets cuDNN/autotuning and optimizer state settle)
@@ -397,6 +409,15 @@ class RenderBEGANLoop:
         self.metrics = dict(ckpt["metrics"])
         restore_rng(ckpt["rng"], {"data": self.gen})
 
+    def continue_from(self, ckpt: dict[str, Any]) -> None:
+        """Take over another run's whole GAN state (`init_from`), then THIS config's Adam hyperparameters:
+        `Optimizer.load_state_dict` restores the old run's learning rates and betas with its moments."""
+        self.load_state(ckpt)
+        cfg, n = self.cfg, self.nets
+        for opt, lr in ((n.opt_g, cfg.lr_g), (n.opt_d, cfg.lr_d), (n.opt_p, cfg.lr_p)):
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr, tuple(cfg.betas)
+
     def save(self) -> None:
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())
 
@@ -496,6 +517,59 @@ def options_for(cfg: RenderBEGANConfig, domain: Domain, net: NetConfig, sim_net:
     return out
 
 
+def load_init(cfg: RenderBEGANConfig, net: NetConfig, dev: torch.device) -> dict[str, Any] | None:
+    """`init_from`'s checkpoint, checked against this config before anything is written: a RenderBEGAN
+    checkpoint, short of `iterations`, whose G, D and P have this config's tensor shapes."""
+    if cfg.init_from is None:
+        return None
+    ckpt = load_checkpoint(Path(cfg.init_from) / CHECKPOINT_NAME, dev)
+    if ckpt.get("trainer") != "renderbegan":
+        raise ValueError(f"init_from: {cfg.init_from} holds a '{ckpt.get('trainer')}' checkpoint, not a RenderBEGAN one")
+    if int(ckpt["iteration"]) >= cfg.iterations:
+        raise ValueError(f"iterations: {cfg.iterations} must exceed init_from's iteration {ckpt['iteration']}")
+    for key, cls in (("generator", Generator), ("discriminator", Discriminator), ("predictor", Predictor)):
+        want = {k: v.shape for k, v in cls(net).state_dict().items()}
+        have = {k: v.shape for k, v in ckpt["models"][key].items()}
+        if want != have:
+            raise ValueError(f"init_from: the {key} in {cfg.init_from} does not fit this config's net (sizes differ; "
+                             "keep its `net` options)")
+    return ckpt
+
+
+def inherit_phases(cfg: RenderBEGANConfig) -> RenderBEGANConfig:
+    """With `init_from`, S and the content net default to the source run's, so L_c keeps comparing G with
+    the simulator and features it was trained against (and S is not fitted again for nothing)."""
+    src = Path(cast(str, cfg.init_from))
+    before = read_options(src) if (src / OPTIONS_NAME).is_file() else {}
+    content = cfg.content_run or (cfg.init_from if (src / CONTENT_FILE).is_file() else before.get("content_run"))
+    out = replace(cfg, simulator_run=cfg.simulator_run or cfg.init_from, content_run=content)
+    out.validate()
+    return out
+
+
+def start_log_from_init(cfg: RenderBEGANConfig, run_dir: Path, iteration: int) -> None:
+    """Begin this run's log with the source run's lines up to its checkpoint, then one line naming the source
+    and every option that changed, so loss curves and the loop time (`loop_seconds`) cover the whole history."""
+    src = Path(cast(str, cfg.init_from))
+    lines = (src / LOG_NAME).read_text().splitlines() if (src / LOG_NAME).is_file() else []
+    kept = [ln for ln in lines if _iteration_of(ln) <= iteration]
+    (run_dir / LOG_NAME).write_text("".join(f"{ln}\n" for ln in kept))
+    before = read_options(src) if (src / OPTIONS_NAME).is_file() else {}
+    inherited = {"simulator_run": cfg.init_from, "content_run": cfg.init_from}  # inherit_phases' bookkeeping
+    changed = {k: v for k, v in asdict(cfg).items() if k not in ("iterations", "init_from", "net", "betas")
+               and k in before and before[k] != v and inherited.get(k) != v}
+    append_log(run_dir, {"phase": "init_from", "iteration": iteration, "source": cfg.init_from, "changed": changed})
+
+
+def _iteration_of(line: str) -> int:
+    """A log line's iteration (lines cut short by a kill, or without one, count as past any checkpoint)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return sys.maxsize
+    return int(row["iteration"]) if isinstance(row, dict) and "iteration" in row else sys.maxsize
+
+
 @register_trainer("renderbegan")
 def train_renderbegan(
     cfg: RenderBEGANConfig,
@@ -516,6 +590,11 @@ def train_renderbegan(
         domain = get_domain(cfg.domain, image_size=cfg.image_size, seed=cfg.seed, device=dev, **cfg.domain_kwargs)
     net = resolve_net(cfg, domain)
     run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    own = resume and ckpt_path.exists()
+    init = None if own else load_init(cfg, net, dev)
+    if init is not None:
+        cfg = inherit_phases(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     sim, sim_net = prepare_simulator(cfg, domain, net, run_dir)
     write_options(run_dir, options_for(cfg, domain, net, sim_net))
@@ -527,9 +606,12 @@ def train_renderbegan(
     )
     log.info("phase 3/3: GAN training to iteration %d", cfg.iterations)
     loop = RenderBEGANLoop(cfg, domain, build_nets(cfg, net, sim, dev), feat, run_dir)
-    ckpt_path = run_dir / CHECKPOINT_NAME
-    if resume and ckpt_path.exists():
+    if own:
         loop.load_state(load_checkpoint(ckpt_path, dev))
         log.info("resumed from iteration %d", loop.iteration)
+    elif init is not None:
+        loop.continue_from(init)
+        start_log_from_init(cfg, run_dir, loop.iteration)
+        log.info("continuing %s from its iteration %d under this config", cfg.init_from, loop.iteration)
     status = loop.run(progress)
     return {"status": status, "iteration": loop.iteration, "run_dir": str(run_dir), **loop.metrics}

@@ -63,6 +63,56 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path: 
     assert straight["L_G"] == resumed["L_G"]  # logged scalars too (accumulators are checkpointed)
 
 
+def _interrupted_at_3(run_dir: Path) -> None:
+    def sigterm_at_3(done: int, total: int, scalars: dict[str, float] | None) -> None:
+        if done == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    train_renderbegan(TINY, run_dir, device="cpu", progress=sigterm_at_3, domain=TinyBlobDomain(8))
+
+
+def test_init_from_with_the_same_config_continues_exactly_like_resume(tmp_path: Path) -> None:
+    train_renderbegan(TINY, tmp_path / "straight", device="cpu", domain=TinyBlobDomain(8))
+    _interrupted_at_3(tmp_path / "source")
+    cfg = replace(TINY, init_from=str(tmp_path / "source"))
+    result = train_renderbegan(cfg, tmp_path / "continued", device="cpu", domain=TinyBlobDomain(8))
+    assert result["status"] == "completed" and result["iteration"] == 6
+    a, b = _states(tmp_path / "straight"), _states(tmp_path / "continued")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    options = json.loads((tmp_path / "continued" / "training_options.json").read_text())
+    assert options["init_from"] == str(tmp_path / "source")
+    assert options["simulator_run"] == str(tmp_path / "source")  # S and content net come from the source run
+    assert options["content_run"] == str(tmp_path / "source")
+
+
+def test_init_from_applies_the_new_config_and_keeps_the_history_in_the_log(tmp_path: Path) -> None:
+    _interrupted_at_3(tmp_path / "source")
+    cfg = replace(TINY, init_from=str(tmp_path / "source"), w_c=0.5, lr_g=3e-4, iterations=8)
+    train_renderbegan(cfg, tmp_path / "tuned", device="cpu", domain=TinyBlobDomain(8))
+    ckpt = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=True)
+    assert ckpt["iteration"] == 8
+    assert [g["lr"] for g in ckpt["optimizers"]["generator"]["param_groups"]] == [3e-4]  # not the source's 1e-4
+    lines = [json.loads(x) for x in (tmp_path / "tuned" / "log.jsonl").read_text().splitlines()]
+    marker = next(x for x in lines if x.get("phase") == "init_from")
+    assert marker["iteration"] == 3 and marker["changed"] == {"w_c": 0.5, "lr_g": 3e-4}
+    assert [x["iteration"] for x in lines if "L_D" in x] == [2, 4, 6, 8]  # the source's line at 2, then its own
+    assert load_run(tmp_path / "tuned").config["w_c"] == 0.5
+
+
+def test_init_from_refuses_a_bad_source_before_writing_anything(tmp_path: Path) -> None:
+    _interrupted_at_3(tmp_path / "source")
+    with pytest.raises(ValueError, match="iterations: 3 must exceed init_from's iteration 3"):
+        train_renderbegan(replace(TINY, init_from=str(tmp_path / "source"), iterations=3), tmp_path / "x",
+                          device="cpu", domain=TinyBlobDomain(8))
+    wider = replace(TINY, init_from=str(tmp_path / "source"), net={**TINY.net, "c": 8})
+    with pytest.raises(ValueError, match="init_from: the generator in .* does not fit this config's net"):
+        train_renderbegan(wider, tmp_path / "y", device="cpu", domain=TinyBlobDomain(8))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(ValueError, match="init_from: no checkpoint.pt in"):
+        replace(TINY, init_from=str(tmp_path)).validate()
+
+
 def test_load_run_returns_working_eval_modules_and_the_run_files(tmp_path: Path) -> None:
     train_renderbegan(TINY, tmp_path / "r", device="cpu", domain=TinyBlobDomain(8))
     run = load_run(tmp_path / "r")
