@@ -59,6 +59,15 @@ class Domain(ABC):
         """Held-out real images with ground-truth labels, for evaluation only; None when unknown."""
         return None
 
+    def pose_real(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Real images [N, C, S, S] moved to the poses `labels` [N, dim] ask for, or None where the domain
+        cannot do that with a 2-D warp (a face's yaw needs the 3-D head).
+
+        For the evaluation only: real test images in the requested poses are what a perfect generator
+        would make, so the oracle's reading of them is the ceiling of "generated read as asked".
+        """
+        return None
+
     def real_class_means(self) -> torch.Tensor | None:
         """[K, C, S, S]: the mean real *train* image of each class of the layout's categorical field, or None
         where the real side has no classes.

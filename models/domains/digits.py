@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from models.domains.base import Domain, RealSplit, register_domain
 from models.layouts import DIGITS, sample_prior
-from models.render.digits import render_digits
+from models.render.digits import glyph_to_image, render_digits
 
 SPLIT_SEED = 20_240_601  # the fixed train/test split; independent of the domain seed on purpose
 TEST_COUNT = 500  # real test digits (stratified by class); the other 1,297 are the unlabeled train pool
@@ -75,6 +75,20 @@ class DigitsDomain(Domain):
 
     def real_test(self) -> RealSplit:
         return RealSplit(images=self._test, labels=self._test_labels)
+
+    def pose_real(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The renderer's pose map (slant, scale, rotation, shift; `glyph_to_image`) applied to real scans.
+
+        A scan is taken as upright, centred and of the prior's mean height (the `scale` field's offset), so
+        a label at the prior's mean leaves it unchanged. Thickness is not a pose and stays the scan's own.
+        """
+        a, t, _ = glyph_to_image(labels.float().to(images.device))  # image fractions, y down
+        a = a / DIGITS["scale"].offset  # relative to a scan's own height
+        # affine_grid maps OUTPUT positions to INPUT ones in [-1, 1] units (2× image fractions): the inverse map.
+        inv = torch.linalg.inv(a)  # [N, 2, 2]
+        theta = torch.cat([inv, -(inv @ (2 * t)[..., None])], dim=2)  # [N, 2, 3]
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def real_class_means(self) -> torch.Tensor:
         return self._class_means

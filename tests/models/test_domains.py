@@ -77,6 +77,29 @@ def test_digits_class_means_average_the_real_train_split_only():
     assert get_domain("faces-m", image_size=16).real_class_means() is None  # no classes on that side
 
 
+def test_digits_pose_real_moves_a_scan_the_way_the_renderer_poses_a_glyph():
+    """The evaluation's ceiling warps real test digits into requested poses; the warp must be the renderer's:
+    posing an upright render reproduces the render of the posed label (rotation direction, slant sign,
+    scale and shift), and a label at the prior's mean leaves a scan untouched."""
+    dom = get_domain("digits", image_size=32, seed=0)
+    labels = dom.sample_labels(200, torch.Generator().manual_seed(0))
+    labels[:, DIGITS["thickness"].slice] = 0  # thickness is no pose: a warp does not change it
+    upright = labels.clone()
+    for name in ("rotation_deg", "slant", "scale", "dx", "dy"):
+        upright[:, DIGITS[name].slice] = 0
+    target = dom.simulate(labels)[0]
+    posed = dom.pose_real(dom.simulate(upright)[0], labels)
+    mirrored = labels.clone()
+    for name in ("rotation_deg", "slant"):
+        mirrored[:, DIGITS[name].slice] *= -1
+    wrong_way = dom.pose_real(dom.simulate(upright)[0], mirrored)
+    assert (posed - target).abs().mean() < 0.04
+    assert (wrong_way - target).abs().mean() > 3 * (posed - target).abs().mean()
+    scans = dom.real_test().images[:8]
+    torch.testing.assert_close(dom.pose_real(scans, upright[:8]), scans)
+    assert get_domain("faces-m", image_size=16).pose_real(torch.zeros(1, 3, 16, 16), torch.zeros(1, FACES.dim)) is None
+
+
 def test_real_digits_are_white_ink_on_black_like_the_renders():
     dom = get_domain("digits", image_size=32)
     real = dom.real_test().images
