@@ -64,6 +64,7 @@ COMMON_TAIL = [Column("KID gen↔real ↓", _figure("kid_gen_real"), "{:.4g}"),
 COLUMNS: dict[str, list[Column]] = {
     "digits": [*COMMON_HEAD,
                Column("generated read as asked ↑", _summary("gen_digit_acc")),
+               Column("ceiling: real digits posed as asked", _summary("gen_digit_acc_ceiling")),
                Column("predictor acc (real) ↑", _summary("pred_acc")),
                Column("source-only acc", _summary("source_only_acc")),
                Column("oracle acc", _summary("oracle_acc")),
@@ -116,7 +117,9 @@ def methods_table(reports: Sequence[tuple[Path, dict[str, Any]]], out: Path, var
              "`labelforge results <report.json>… --out docs/results/methods.md`. ↑ higher is better, ↓ lower. "
              "*gap closed* = (predictor − source-only) / (oracle − source-only) on the real test split, with "
              "both baselines trained in the same evaluation. *loop hours* = wall time of the training loop "
-             "from the run's log (fitting S and the content network not included; blank for bundles).", ""]
+             "from the run's log (fitting S and the content network not included; blank for bundles). *ceiling* = the "
+             "same oracle reading real test digits of the requested class warped into the requested pose: what a "
+             "perfect generator would score (reports written before it existed show —).", ""]
     for domain in domains:
         rows = [(p, r) for p, r in reports if r["model"]["domain"] == domain]
         if not rows:
