@@ -110,11 +110,13 @@ def _finish(result: dict[str, Any]) -> None:
     console.print_json(json.dumps(shown, default=str))
 
 
-def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, flags: dict[str, Any],
+def _resolve_config(cls: type, trainer: str, *, out: Path, resume: bool, config: Path | None, flags: dict[str, Any],
                     overrides: list[str] | None, extend: dict[str, Any]) -> Any:
     """The run's config, validated. With --resume: the run's own options, of which only `extend`'s given
     (non-None) values may change — the run's length — so a resumed run computes what the interrupted one
-    would have; otherwise defaults < --config < flags < --set. A bad value exits 2 naming the field."""
+    would have; otherwise defaults < --config < flags < --set. --config may be a YAML file or another run's
+    `training_options.json` of the same trainer (to repeat or vary that run, e.g. with init_from). A bad value
+    exits 2 naming the field."""
     from models.domains.base import check_domain
     from models.trainers.common import config_from_dict
     from models.trainers.run import read_options
@@ -126,6 +128,12 @@ def _resolve_config(cls: type, *, out: Path, resume: bool, config: Path | None, 
             data.update({k: v for k, v in extend.items() if v is not None})
         else:
             data = _read_yaml(config)
+            if "trainer" in data:  # a run's training_options.json: its options, not its bookkeeping
+                if data["trainer"] != trainer:
+                    raise ValueError(f"--config: {config} holds the options of a '{data['trainer']}' run, "
+                                     f"not a {trainer} one")
+                known = {f.name for f in fields(cls)}
+                data = {k: v for k, v in data.items() if k in known}
             data.update({k: v for k, v in flags.items() if v is not None})
             _merge(data, _parse_overrides(overrides or []))
         cfg: Any = config_from_dict(cls, data)
@@ -181,7 +189,7 @@ def simulator_command(
     from models.trainers.simulator import SimulatorConfig
 
     flags = {"domain": domain, "steps": steps, "batch_size": batch_size, "image_size": image_size, "seed": seed}
-    cfg = _resolve_config(SimulatorConfig, out=out, resume=resume, config=config, flags=flags, overrides=None,
+    cfg = _resolve_config(SimulatorConfig, "simulator", out=out, resume=resume, config=config, flags=flags, overrides=None,
                           extend={"steps": steps})
     _train("simulator", cfg, out=out, resume=resume, device=device, dry_run=dry_run)
 
@@ -214,7 +222,7 @@ def renderbegan_command(
         "vgg_weights": str(vgg_weights) if vgg_weights else None, "image_size": image_size,
         "batch_size": batch_size, "seed": seed, "amp": amp, "cuda_graph": cuda_graph,
     }
-    cfg = _resolve_config(RenderBEGANConfig, out=out, resume=resume, config=config, flags=flags, overrides=overrides,
+    cfg = _resolve_config(RenderBEGANConfig, "renderbegan", out=out, resume=resume, config=config, flags=flags, overrides=overrides,
                           extend={"iterations": iterations})
     _train("renderbegan", cfg, out=out, resume=resume, device=device, dry_run=dry_run,
            collapse_hint="; try a lower lr, another seed or a different gamma")
@@ -240,7 +248,7 @@ def method_command(method: str) -> Any:
         from models.trainers.registry import get_trainer_config
 
         flags: dict[str, Any] = {"domain": domain, "iterations": iterations, "image_size": image_size, "seed": seed}
-        cfg = _resolve_config(get_trainer_config(method), out=out, resume=resume, config=config, flags=flags,
+        cfg = _resolve_config(get_trainer_config(method), method, out=out, resume=resume, config=config, flags=flags,
                               overrides=overrides, extend={"iterations": iterations})
         _train(method, cfg, out=out, resume=resume, device=device, dry_run=dry_run)
 

@@ -213,6 +213,22 @@ def test_cli_set_reaches_any_field_and_merges_into_the_config_files_net(tmp_path
     assert data["net"] == {"c": 16, "nz": 8, "g_input": "dense"}  # one nested field set, the file's others kept
 
 
+def test_cli_config_takes_another_runs_options_to_vary_it() -> None:
+    """The committed feature-map run's own options file as --config, one option changed: the natural way to
+    continue a run under a new w_c (with init_from); a file of another trainer is refused, naming both."""
+    root = Path(__file__).resolve().parents[2]
+    options = root / "checkpoints" / "digits-features-cpu" / "training_options.json"
+    result = _cli("train", "renderbegan", "--config", str(options), "--set", "w_c=0.1", "--dry-run")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["w_c"] == 0.1 and data["label_aware_layer"] == "features" and data["net"]["c"] == 16
+    assert data["simulator_run"] == "checkpoints/digits-cpu" and "trainer" not in data
+    other = root / "checkpoints" / "labelgan-digits-realmeans-cpu" / "training_options.json"
+    refused = _cli("train", "renderbegan", "--config", str(other), "--dry-run")
+    assert refused.exit_code == 2
+    assert "holds the options of a 'labelgan' run, not a renderbegan one" in " ".join(refused.output.split())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
