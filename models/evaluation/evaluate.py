@@ -153,10 +153,15 @@ def draw_samples(model: EvalModel, domain: Domain, cfg: EvalConfig) -> Samples:
 def posed_real(domain: Domain, real: RealSplit, labels: torch.Tensor, seed: int) -> torch.Tensor | None:
     """For each requested label, a real test image of its class moved to its pose (`Domain.pose_real`):
     what a perfect generator would make. None without one categorical field, real labels or a 2-D pose."""
-    cats = [f for f in domain.layout.fields if f.kind == "categorical"]
-    if len(cats) != 1 or real.labels is None:
+    from models.trainers.labelgan import class_field
+
+    try:
+        cls = class_field(domain.layout).slice
+    except ValueError:  # not exactly one categorical field
         return None
-    want, have = labels[:, cats[0].slice].argmax(1), real.labels[:, cats[0].slice].argmax(1)  # [N], [M]
+    if real.labels is None:
+        return None
+    want, have = labels[:, cls].argmax(1), real.labels[:, cls].argmax(1)  # [N], [M]
     gen = torch.Generator().manual_seed(derived_seed(seed, "posed-real"))  # its own stream: other samples unchanged
     pick = torch.empty_like(want)
     for k in want.unique().tolist():

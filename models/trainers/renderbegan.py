@@ -20,10 +20,8 @@ config it equals `--resume` bit for bit (tested).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -61,7 +59,15 @@ from models.trainers.common import (
     write_scalars,
 )
 from models.trainers.registry import register_trainer
-from models.trainers.run import LOG_NAME, OPTIONS_NAME, append_log, load_run, read_options, write_options
+from models.trainers.run import (
+    LOG_NAME,
+    OPTIONS_NAME,
+    append_log,
+    load_run,
+    read_log,
+    read_options,
+    write_options,
+)
 from models.trainers.simulator import evaluate_simulator, fit_simulator
 
 log = logging.getLogger(__name__)
@@ -536,38 +542,27 @@ def load_init(cfg: RenderBEGANConfig, net: NetConfig, dev: torch.device) -> dict
     return ckpt
 
 
-def inherit_phases(cfg: RenderBEGANConfig) -> RenderBEGANConfig:
+def inherit_phases(cfg: RenderBEGANConfig, source_options: dict[str, Any]) -> RenderBEGANConfig:
     """With `init_from`, S and the content net default to the source run's, so L_c keeps comparing G with
     the simulator and features it was trained against (and S is not fitted again for nothing)."""
     src = Path(cast(str, cfg.init_from))
-    before = read_options(src) if (src / OPTIONS_NAME).is_file() else {}
-    content = cfg.content_run or (cfg.init_from if (src / CONTENT_FILE).is_file() else before.get("content_run"))
+    content = cfg.content_run or (cfg.init_from if (src / CONTENT_FILE).is_file() else source_options.get("content_run"))
     out = replace(cfg, simulator_run=cfg.simulator_run or cfg.init_from, content_run=content)
     out.validate()
     return out
 
 
-def start_log_from_init(cfg: RenderBEGANConfig, run_dir: Path, iteration: int) -> None:
-    """Begin this run's log with the source run's lines up to its checkpoint, then one line naming the source
+def start_log_from_init(cfg: RenderBEGANConfig, source_options: dict[str, Any], run_dir: Path, iteration: int) -> None:
+    """Begin this run's log with the source run's records up to its checkpoint, then one naming the source
     and every option that changed, so loss curves and the loop time (`loop_seconds`) cover the whole history."""
-    src = Path(cast(str, cfg.init_from))
-    lines = (src / LOG_NAME).read_text().splitlines() if (src / LOG_NAME).is_file() else []
-    kept = [ln for ln in lines if _iteration_of(ln) <= iteration]
-    (run_dir / LOG_NAME).write_text("".join(f"{ln}\n" for ln in kept))
-    before = read_options(src) if (src / OPTIONS_NAME).is_file() else {}
+    (run_dir / LOG_NAME).unlink(missing_ok=True)  # a run that stopped before its first checkpoint starts over
+    for row in read_log(cast(str, cfg.init_from)):
+        if "iteration" in row and int(row["iteration"]) <= iteration:
+            append_log(run_dir, row)
     inherited = {"simulator_run": cfg.init_from, "content_run": cfg.init_from}  # inherit_phases' bookkeeping
     changed = {k: v for k, v in asdict(cfg).items() if k not in ("iterations", "init_from", "net", "betas")
-               and k in before and before[k] != v and inherited.get(k) != v}
+               and k in source_options and source_options[k] != v and inherited.get(k) != v}
     append_log(run_dir, {"phase": "init_from", "iteration": iteration, "source": cfg.init_from, "changed": changed})
-
-
-def _iteration_of(line: str) -> int:
-    """A log line's iteration (lines cut short by a kill, or without one, count as past any checkpoint)."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return sys.maxsize
-    return int(row["iteration"]) if isinstance(row, dict) and "iteration" in row else sys.maxsize
 
 
 @register_trainer("renderbegan")
@@ -593,8 +588,11 @@ def train_renderbegan(
     ckpt_path = run_dir / CHECKPOINT_NAME
     own = resume and ckpt_path.exists()
     init = None if own else load_init(cfg, net, dev)
+    source_options: dict[str, Any] = {}
     if init is not None:
-        cfg = inherit_phases(cfg)
+        src = Path(cast(str, cfg.init_from))
+        source_options = read_options(src) if (src / OPTIONS_NAME).is_file() else {}
+        cfg = inherit_phases(cfg, source_options)
     run_dir.mkdir(parents=True, exist_ok=True)
     sim, sim_net = prepare_simulator(cfg, domain, net, run_dir)
     write_options(run_dir, options_for(cfg, domain, net, sim_net))
@@ -611,7 +609,7 @@ def train_renderbegan(
         log.info("resumed from iteration %d", loop.iteration)
     elif init is not None:
         loop.continue_from(init)
-        start_log_from_init(cfg, run_dir, loop.iteration)
+        start_log_from_init(cfg, source_options, run_dir, loop.iteration)
         log.info("continuing %s from its iteration %d under this config", cfg.init_from, loop.iteration)
     status = loop.run(progress)
     return {"status": status, "iteration": loop.iteration, "run_dir": str(run_dir), **loop.metrics}

@@ -121,6 +121,20 @@ def append_log(run_dir: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def read_log(run_dir: Path | str) -> list[dict[str, Any]]:
+    """The records of a run's `log.jsonl` in order ([] without one); a line cut short by a kill is skipped."""
+    path = Path(run_dir) / LOG_NAME
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def build_module(cls: Callable[[Any], nn.Module], arch: Any, state: dict[str, Any] | None,
                  device: str) -> nn.Module | None:
     """`cls(arch)` (arch: its config, e.g. a NetConfig) with `state` loaded, on `device`, in eval mode;
@@ -158,16 +172,11 @@ def loop_seconds(run_dir: Path | str) -> float | None:
     After a resume the log repeats the intervals since the checkpoint; the later line of an iteration
     wins. Phases before the loop (fitting S, the content network) are not counted.
     """
-    path = Path(run_dir) / LOG_NAME
-    if not path.is_file():
+    if not (Path(run_dir) / LOG_NAME).is_file():
         return None
     ms_at: dict[int, float] = {}
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        if isinstance(row, dict) and "iteration" in row and "ms_per_iter" in row:
+    for row in read_log(run_dir):
+        if "iteration" in row and "ms_per_iter" in row:
             ms_at[int(row["iteration"])] = float(row["ms_per_iter"])
     previous, total = 0, 0.0
     for iteration in sorted(ms_at):

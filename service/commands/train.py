@@ -110,6 +110,13 @@ def _finish(result: dict[str, Any]) -> None:
     console.print_json(json.dumps(shown, default=str))
 
 
+def _config_fields(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """A run's options without the resolved extras `training_options.json` also holds (trainer, layout,
+    simulator_net, …): only what `cls` takes."""
+    known = {f.name for f in fields(cls)}
+    return {k: v for k, v in options.items() if k in known}
+
+
 def _resolve_config(cls: type, trainer: str, *, out: Path, resume: bool, config: Path | None, flags: dict[str, Any],
                     overrides: list[str] | None, extend: dict[str, Any]) -> Any:
     """The run's config, validated. With --resume: the run's own options, of which only `extend`'s given
@@ -123,8 +130,7 @@ def _resolve_config(cls: type, trainer: str, *, out: Path, resume: bool, config:
 
     try:
         if resume:
-            known = {f.name for f in fields(cls)}  # options also hold resolved extras (layout, simulator_net, …)
-            data = {k: v for k, v in read_options(out).items() if k in known}
+            data = _config_fields(cls, read_options(out))
             data.update({k: v for k, v in extend.items() if v is not None})
         else:
             data = _read_yaml(config)
@@ -132,8 +138,7 @@ def _resolve_config(cls: type, trainer: str, *, out: Path, resume: bool, config:
                 if data["trainer"] != trainer:
                     raise ValueError(f"--config: {config} holds the options of a '{data['trainer']}' run, "
                                      f"not a {trainer} one")
-                known = {f.name for f in fields(cls)}
-                data = {k: v for k, v in data.items() if k in known}
+                data = _config_fields(cls, data)
             data.update({k: v for k, v in flags.items() if v is not None})
             _merge(data, _parse_overrides(overrides or []))
         cfg: Any = config_from_dict(cls, data)
